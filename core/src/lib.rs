@@ -1,0 +1,28 @@
+//! Shared foundation of aifb: the contracts between the binaries.
+//!
+//! | module | contract |
+//! |---|---|
+//! | [`recipe`] | the YAML recipe: types, defaults, validation with located errors |
+//! | [`yamlpath`] | maps a key path such as `workload.levels[2]` to its line in a YAML text |
+//! | [`duration`] | human durations (`500ms`, `2s`, `1m`) used in recipes |
+//! | [`run`] | run ids, the run directory layout and the `run.json` manifest |
+//! | [`requests`] | `requests.parquet`, schema `aifb.requests/1` |
+//! | [`metrics`] | `metrics.parquet`, schema `aifb.metrics/1` |
+//! | [`promtext`] | parsing of the Prometheus text exposition format |
+//! | [`clock`] | one wall clock with monotonic precision shared by requests and scrapes |
+//! | [`exit`] | exit codes shared by every binary and the one-line error type |
+
+pub mod clock;
+pub mod duration;
+pub mod exit;
+pub mod metrics;
+pub mod promtext;
+pub mod recipe;
+pub mod requests;
+pub mod run;
+pub mod yamlpath;
+
+mod parquet_util;
+
+/// The aifb version, written into lock files, manifests and `_build_info` series.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,152 @@
+//! Shared Parquet plumbing: writer properties, footer metadata and typed column access.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::types::Int32Type;
+use arrow_array::{Array, ArrayRef, DictionaryArray, RecordBatch, StringArray};
+use arrow_schema::{DataType, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+/// Footer key holding the schema name and version, e.g. `aifb.requests/1`.
+pub const SCHEMA_KEY: &str = "aifb.schema";
+/// Footer key holding the run manifest (run.json content).
+pub const RUN_KEY: &str = "aifb.run";
+
+pub(crate) fn open_writer(
+    path: &Path,
+    schema: SchemaRef,
+    schema_name: &str,
+) -> Result<ArrowWriter<File>, String> {
+    let file = File::create(path).map_err(|e| format!("{}: cannot create: {e}", path.display()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            SCHEMA_KEY.to_string(),
+            schema_name.to_string(),
+        )]))
+        .build();
+    ArrowWriter::try_new(file, schema, Some(props))
+        .map_err(|e| format!("{}: cannot write Parquet: {e}", path.display()))
+}
+
+/// An opened aifb Parquet file: its batches and footer metadata.
+pub(crate) struct Opened {
+    pub batches: Vec<RecordBatch>,
+    pub run: Option<String>,
+}
+
+pub(crate) fn open_reader(path: &Path, schema_name: &str) -> Result<Opened, String> {
+    let shown = path.display();
+    let file = File::open(path).map_err(|e| format!("{shown}: cannot open: {e}"))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
+    let get = |key: &str| {
+        kv.iter()
+            .find(|k| k.key == key)
+            .and_then(|k| k.value.clone())
+    };
+    match get(SCHEMA_KEY) {
+        Some(s) if s == schema_name => {}
+        Some(other) => {
+            return Err(format!(
+                "{shown}: schema is {other}, expected {schema_name}"
+            ));
+        }
+        None => {
+            return Err(format!(
+                "{shown}: not an aifb file (no {SCHEMA_KEY} in the footer; expected {schema_name})"
+            ));
+        }
+    }
+    let reader = builder.build().map_err(|e| format!("{shown}: {e}"))?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        batches.push(batch.map_err(|e| format!("{shown}: corrupt data: {e}"))?);
+    }
+    Ok(Opened {
+        batches,
+        run: get(RUN_KEY),
+    })
+}
+
+pub(crate) fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    file: &Path,
+) -> Result<&'a T, String> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("{}: column {name} is missing", file.display()))?;
+    col.as_any().downcast_ref::<T>().ok_or_else(|| {
+        format!(
+            "{}: column {name} has type {}",
+            file.display(),
+            col.data_type()
+        )
+    })
+}
+
+/// A string column that may be dictionary-encoded or plain.
+pub(crate) enum StrColumn<'a> {
+    Dict(&'a DictionaryArray<Int32Type>, &'a StringArray),
+    Plain(&'a StringArray),
+}
+
+impl StrColumn<'_> {
+    pub fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            StrColumn::Dict(d, values) => {
+                if d.is_null(i) {
+                    None
+                } else {
+                    Some(values.value(d.keys().value(i) as usize))
+                }
+            }
+            StrColumn::Plain(a) => (!a.is_null(i)).then(|| a.value(i)),
+        }
+    }
+}
+
+pub(crate) fn str_column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+    file: &Path,
+) -> Result<StrColumn<'a>, String> {
+    let col: &'a ArrayRef = batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("{}: column {name} is missing", file.display()))?;
+    let wrong = || {
+        format!(
+            "{}: column {name} has type {}, expected a string",
+            file.display(),
+            col.data_type()
+        )
+    };
+    match col.data_type() {
+        DataType::Utf8 => Ok(StrColumn::Plain(
+            col.as_any().downcast_ref().ok_or_else(wrong)?,
+        )),
+        DataType::Dictionary(_, _) => {
+            let d: &DictionaryArray<Int32Type> = col.as_any().downcast_ref().ok_or_else(wrong)?;
+            let values: &StringArray = d.values().as_any().downcast_ref().ok_or_else(wrong)?;
+            Ok(StrColumn::Dict(d, values))
+        }
+        _ => Err(wrong()),
+    }
+}
+
+pub(crate) fn utc() -> Option<Arc<str>> {
+    Some(Arc::from("UTC"))
+}

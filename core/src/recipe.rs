@@ -1,0 +1,805 @@
+//! The benchmark recipe: one YAML file describing service, monitoring, workload, SLOs and
+//! analysis settings.
+//!
+//! Unknown keys are rejected. Every error names the file, the key path and the line:
+//! `demo.yaml: workload.levels[2]: must be > 0 (line 14)`. [`Recipe::resolved`] fills in
+//! every default so the lock file (`recipe.lock.yaml`) says exactly what ran.
+
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::yamlpath::LineIndex;
+
+/// A whole benchmark description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Short name of the benchmark (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Written by aifb into `recipe.lock.yaml`: the version that resolved the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aifb_version: Option<String>,
+    /// Where the benchmark runs.
+    #[serde(default)]
+    pub executor: Executor,
+    /// The service under test.
+    pub service: Service,
+    /// What is scraped during the run.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+    /// The load applied.
+    pub workload: Workload,
+    /// Service-level objectives the analysis checks.
+    #[serde(default)]
+    pub slo: Slo,
+    /// Analysis settings.
+    #[serde(default)]
+    pub analysis: Analysis,
+}
+
+/// Executor kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Processes on this machine.
+    #[default]
+    Local,
+    /// sbatch jobs on a SLURM cluster.
+    Slurm,
+}
+
+/// Where and how the processes of a run are started.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Executor {
+    /// `local` (default) or `slurm`.
+    #[serde(default)]
+    pub kind: ExecutorKind,
+    /// SLURM account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// SLURM partition (required for `slurm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// SLURM QOS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// SLURM time limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<HumanDuration>,
+    /// Environment modules to load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
+}
+
+/// Kind of service under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// The built-in simulated OpenAI/vLLM server (`loadgen sim`).
+    Simulator,
+    /// Any OpenAI-compatible server (vLLM, llama-server, ...), started by `command` or
+    /// reached at `endpoint`.
+    Openai,
+}
+
+/// The service under test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// `simulator` or `openai`.
+    pub kind: ServiceKind,
+    /// Command line that starts the service; `{port}` is replaced by the chosen port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Base URL of a service that is already running (nothing is started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Port for a started service; 0 picks a free one.
+    #[serde(default)]
+    pub port: u16,
+    /// Model name sent in requests.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Readiness check.
+    #[serde(default)]
+    pub health: Health,
+    /// Path of the service's Prometheus metrics, scraped into metrics.parquet (`null` to skip).
+    #[serde(default = "default_metrics_path")]
+    pub metrics_path: Option<String>,
+    /// Parameters of the built-in simulator.
+    #[serde(default)]
+    pub simulator: SimulatorSettings,
+}
+
+fn default_model() -> String {
+    "sim-llm".into()
+}
+fn default_metrics_path() -> Option<String> {
+    Some("/metrics".into())
+}
+
+/// Readiness check of a started service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// HTTP path that answers 200 once the service is ready.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// How long to wait for readiness before giving up.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_health_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            path: default_health_path(),
+            timeout: default_health_timeout(),
+        }
+    }
+}
+
+/// Parameters of the simulated continuous-batching LLM server. See
+/// `docs/simulator.md` for the capacity formula they imply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorSettings {
+    /// Most sequences decoded together (vLLM `max_num_seqs`).
+    #[serde(default = "d_max_num_seqs")]
+    pub max_num_seqs: u32,
+    /// KV-cache budget in tokens; a request reserves prompt + max tokens while it runs.
+    #[serde(default = "d_kv_cache_tokens")]
+    pub kv_cache_tokens: u64,
+    /// Prefill time per prompt token.
+    #[serde(default = "d_prefill")]
+    pub prefill_per_token: HumanDuration,
+    /// Fixed time of one decode step.
+    #[serde(default = "d_step_base")]
+    pub decode_step_base: HumanDuration,
+    /// Extra decode-step time per running sequence.
+    #[serde(default = "d_step_per_seq")]
+    pub decode_step_per_seq: HumanDuration,
+    /// Scheduler time per step for each waiting request.
+    #[serde(default = "d_sched")]
+    pub scheduler_per_waiting: HumanDuration,
+    /// Burn CPU for the modelled time instead of sleeping.
+    #[serde(default)]
+    pub burn_cpu: bool,
+}
+
+fn d_max_num_seqs() -> u32 {
+    16
+}
+fn d_kv_cache_tokens() -> u64 {
+    65_536
+}
+fn d_prefill() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_micros(20))
+}
+fn d_step_base() -> HumanDuration {
+    HumanDuration::millis(8)
+}
+fn d_step_per_seq() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_micros(250))
+}
+fn d_sched() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_micros(100))
+}
+
+impl Default for SimulatorSettings {
+    fn default() -> Self {
+        Self {
+            max_num_seqs: d_max_num_seqs(),
+            kv_cache_tokens: d_kv_cache_tokens(),
+            prefill_per_token: d_prefill(),
+            decode_step_base: d_step_base(),
+            decode_step_per_seq: d_step_per_seq(),
+            scheduler_per_waiting: d_sched(),
+            burn_cpu: false,
+        }
+    }
+}
+
+/// What is watched during the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Monitoring {
+    /// Interval of the loadgen's scrapes into metrics.parquet.
+    #[serde(default = "d_scrape")]
+    pub scrape_interval: HumanDuration,
+    /// The per-node exporter.
+    #[serde(default)]
+    pub exporter: ExporterSettings,
+}
+
+fn d_scrape() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+
+impl Default for Monitoring {
+    fn default() -> Self {
+        Self {
+            scrape_interval: d_scrape(),
+            exporter: ExporterSettings::default(),
+        }
+    }
+}
+
+/// Exporter settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterSettings {
+    /// Start the exporter next to the service.
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    /// Collectors to enable (`node`, `process`, `gpu`).
+    #[serde(default = "d_collectors")]
+    pub collectors: Vec<Collector>,
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_collectors() -> Vec<Collector> {
+    vec![Collector::Node, Collector::Process, Collector::Gpu]
+}
+
+impl Default for ExporterSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            collectors: d_collectors(),
+        }
+    }
+}
+
+/// Exporter collectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Collector {
+    /// Node CPU and memory.
+    Node,
+    /// The service's processes.
+    Process,
+    /// NVIDIA GPUs through NVML.
+    Gpu,
+}
+
+impl Collector {
+    /// The collector's name on the exporter command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Collector::Node => "node",
+            Collector::Process => "process",
+            Collector::Gpu => "gpu",
+        }
+    }
+}
+
+/// Closed or open loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    /// N users, each sending its next request after the previous one ends and a think time.
+    Closed,
+    /// Requests arrive on a schedule independent of responses.
+    Open,
+}
+
+/// Arrival process of the open loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Exponential inter-arrival times.
+    #[default]
+    Poisson,
+    /// Evenly spaced arrivals.
+    Constant,
+}
+
+/// Request kind sent by the OpenAI driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// `/v1/chat/completions`.
+    #[default]
+    Chat,
+    /// `/v1/completions`.
+    Completion,
+}
+
+impl Operation {
+    /// The `op` value written to requests.parquet and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::Completion => "completion",
+        }
+    }
+}
+
+/// The load: a sweep of levels, each with warmup, measure and cooldown phases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// `closed` (levels are users) or `open` (levels are requests per second).
+    pub pattern: Pattern,
+    /// The load levels of the sweep, increasing.
+    pub levels: Vec<f64>,
+    /// Closed loop: pause of a user between a response and its next request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think_time: Option<HumanDuration>,
+    /// Open loop: arrival process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival: Option<Arrival>,
+    /// Time at each level before measuring.
+    #[serde(default = "d_warmup")]
+    pub warmup: HumanDuration,
+    /// Measured time at each level.
+    #[serde(default = "d_measure")]
+    pub measure: HumanDuration,
+    /// Time after measuring during which requests still run but are not measured.
+    #[serde(default = "d_cooldown")]
+    pub cooldown: HumanDuration,
+    /// Request timeout.
+    #[serde(default = "d_timeout")]
+    pub timeout: HumanDuration,
+    /// Seed of every random choice (arrivals, prompts).
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// The request sent.
+    #[serde(default)]
+    pub request: RequestShape,
+}
+
+fn d_warmup() -> HumanDuration {
+    HumanDuration::secs(2)
+}
+fn d_measure() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn d_cooldown() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+fn d_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn d_seed() -> u64 {
+    1
+}
+
+/// Shape of the LLM requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestShape {
+    /// `chat` or `completion`.
+    #[serde(default)]
+    pub op: Operation,
+    /// Approximate prompt length in tokens.
+    #[serde(default = "d_prompt")]
+    pub prompt_tokens: u32,
+    /// Tokens to generate (`max_tokens`).
+    #[serde(default = "d_max_tokens")]
+    pub max_tokens: u32,
+    /// Stream the response (needed for TTFT).
+    #[serde(default = "d_true")]
+    pub stream: bool,
+    /// Ask the server to ignore end-of-sequence (vLLM `ignore_eos`).
+    #[serde(default)]
+    pub ignore_eos: bool,
+}
+
+fn d_prompt() -> u32 {
+    64
+}
+fn d_max_tokens() -> u32 {
+    64
+}
+
+impl Default for RequestShape {
+    fn default() -> Self {
+        Self {
+            op: Operation::Chat,
+            prompt_tokens: d_prompt(),
+            max_tokens: d_max_tokens(),
+            stream: true,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Service-level objectives.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// 99th percentile of time to first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_p99: Option<HumanDuration>,
+    /// 99th percentile of end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2e_p99: Option<HumanDuration>,
+    /// Highest acceptable fraction of failed requests (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+}
+
+/// Analysis settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// Regression tolerances.
+    #[serde(default)]
+    pub regress: Tolerances,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Self {
+            regress: Tolerances::default(),
+        }
+    }
+}
+
+/// Practical tolerances of the regression gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerances {
+    /// Relative P99 latency increase tolerated (0.10 = +10 %).
+    #[serde(default = "d_p99_tol")]
+    pub p99_latency: f64,
+    /// Relative throughput decrease tolerated (0.10 = -10 %).
+    #[serde(default = "d_tput_tol")]
+    pub throughput: f64,
+    /// Success-rate decrease tolerated, in percentage points.
+    #[serde(default = "d_success_tol")]
+    pub success_rate_points: f64,
+}
+
+fn d_p99_tol() -> f64 {
+    0.10
+}
+fn d_tput_tol() -> f64 {
+    0.10
+}
+fn d_success_tol() -> f64 {
+    1.0
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Self {
+            p99_latency: d_p99_tol(),
+            throughput: d_tput_tol(),
+            success_rate_points: d_success_tol(),
+        }
+    }
+}
+
+/// A recipe problem: the key path, what is wrong, and the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipeError {
+    /// Key path such as `workload.levels[2]`; empty for the document itself.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+}
+
+impl std::fmt::Display for RecipeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+impl Recipe {
+    /// Parses and validates a recipe text. Returns every validation problem, in document
+    /// order; a syntax or type error stops at the first.
+    pub fn parse(text: &str) -> Result<Recipe, Vec<RecipeError>> {
+        let index = LineIndex::new(text);
+        let de = yaml_serde::Deserializer::from_str(text);
+        let recipe: Recipe = match serde_path_to_error::deserialize(de) {
+            Ok(r) => r,
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let line = inner
+                    .location()
+                    .map(|l| l.line())
+                    .or_else(|| index.line_of(&path));
+                let mut message = inner.to_string();
+                if let Some(cut) = message.find(" at line ") {
+                    message.truncate(cut);
+                }
+                let path = if path == "." { String::new() } else { path };
+                return Err(vec![RecipeError {
+                    path,
+                    message,
+                    line,
+                }]);
+            }
+        };
+        let mut problems = recipe.validate();
+        if problems.is_empty() {
+            return Ok(recipe);
+        }
+        for p in &mut problems {
+            p.line = index.line_of(&p.path);
+        }
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        Err(problems)
+    }
+
+    /// Reads, parses and validates a recipe file. Errors are one line each, prefixed with
+    /// the file name.
+    pub fn load(path: &Path) -> Result<Recipe, Vec<String>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("{}: cannot read: {e}", path.display())])?;
+        Recipe::parse(&text).map_err(|errs| {
+            errs.into_iter()
+                .map(|e| format!("{}: {e}", path.display()))
+                .collect()
+        })
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Vec<RecipeError> {
+        let mut out = Vec::new();
+        let mut bad = |path: &str, message: String| {
+            out.push(RecipeError {
+                path: path.to_string(),
+                message,
+                line: None,
+            });
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            bad(
+                "name",
+                format!(
+                    "{:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                    self.name
+                ),
+            );
+        }
+        if self.executor.kind == ExecutorKind::Slurm && self.executor.partition.is_none() {
+            bad(
+                "executor.partition",
+                "required when executor.kind is slurm".into(),
+            );
+        }
+        let s = &self.service;
+        if !s.command.is_empty() && s.endpoint.is_some() {
+            bad(
+                "service.endpoint",
+                "give either service.command or service.endpoint, not both".into(),
+            );
+        }
+        if s.kind == ServiceKind::Openai && s.command.is_empty() && s.endpoint.is_none() {
+            bad("service", "an openai service needs service.command (to start it) or service.endpoint (already running)".into());
+        }
+        if s.kind == ServiceKind::Simulator && !s.command.is_empty() {
+            bad(
+                "service.command",
+                "the simulator is built in: leave service.command out".into(),
+            );
+        }
+        if let Some(ep) = &s.endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                bad(
+                    "service.endpoint",
+                    format!("{ep:?} must start with http:// or https://"),
+                );
+            }
+        }
+        if !s.health.path.starts_with('/') {
+            bad(
+                "service.health.path",
+                format!("{:?} must start with '/'", s.health.path),
+            );
+        }
+        if s.health.timeout.get().is_zero() {
+            bad("service.health.timeout", "must be > 0".into());
+        }
+        let sim = &s.simulator;
+        if sim.max_num_seqs == 0 {
+            bad("service.simulator.max_num_seqs", "must be > 0".into());
+        }
+        let w = &self.workload;
+        let per_request = u64::from(w.request.prompt_tokens) + u64::from(w.request.max_tokens);
+        if s.kind == ServiceKind::Simulator && sim.kv_cache_tokens < per_request {
+            bad(
+                "service.simulator.kv_cache_tokens",
+                format!(
+                    "{} cannot hold one request of {} prompt + {} output tokens",
+                    sim.kv_cache_tokens, w.request.prompt_tokens, w.request.max_tokens
+                ),
+            );
+        }
+        if self.monitoring.scrape_interval.get().is_zero() {
+            bad("monitoring.scrape_interval", "must be > 0".into());
+        }
+        if w.levels.is_empty() {
+            bad(
+                "workload.levels",
+                "must list at least one load level".into(),
+            );
+        }
+        for (i, &level) in w.levels.iter().enumerate() {
+            let path = format!("workload.levels[{i}]");
+            if !(level.is_finite() && level > 0.0) {
+                bad(&path, format!("must be > 0, got {level}"));
+                continue;
+            }
+            if w.pattern == Pattern::Closed && level.fract() != 0.0 {
+                bad(
+                    &path,
+                    format!("closed loop levels are users and must be whole numbers, got {level}"),
+                );
+            }
+            if i > 0 && w.levels[i - 1].is_finite() && level <= w.levels[i - 1] {
+                bad(
+                    &path,
+                    format!(
+                        "levels must increase, but {level} follows {}",
+                        w.levels[i - 1]
+                    ),
+                );
+            }
+        }
+        match w.pattern {
+            Pattern::Closed => {
+                if w.arrival.is_some() {
+                    bad("workload.arrival", "only for pattern: open".into());
+                }
+            }
+            Pattern::Open => {
+                if w.think_time.is_some() {
+                    bad("workload.think_time", "only for pattern: closed".into());
+                }
+            }
+        }
+        if w.measure.get().is_zero() {
+            bad("workload.measure", "must be > 0".into());
+        }
+        if w.timeout.get().is_zero() {
+            bad("workload.timeout", "must be > 0".into());
+        }
+        if w.request.max_tokens == 0 {
+            bad("workload.request.max_tokens", "must be > 0".into());
+        }
+        if let Some(r) = self.slo.error_rate {
+            if !(0.0..=1.0).contains(&r) {
+                bad(
+                    "slo.error_rate",
+                    format!("must be between 0 and 1, got {r}"),
+                );
+            }
+        }
+        let t = &self.analysis.regress;
+        for (key, v) in [
+            ("analysis.regress.p99_latency", t.p99_latency),
+            ("analysis.regress.throughput", t.throughput),
+            (
+                "analysis.regress.success_rate_points",
+                t.success_rate_points,
+            ),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bad(key, format!("must be >= 0, got {v}"));
+            }
+        }
+        out
+    }
+
+    /// The recipe with every default written out and the aifb version set: the content of
+    /// `recipe.lock.yaml`.
+    pub fn resolved(&self) -> Recipe {
+        let mut r = self.clone();
+        r.aifb_version = Some(crate::VERSION.to_string());
+        let w = &mut r.workload;
+        match w.pattern {
+            Pattern::Closed => {
+                w.think_time.get_or_insert(HumanDuration::default());
+            }
+            Pattern::Open => {
+                w.arrival.get_or_insert(Arrival::Poisson);
+            }
+        }
+        r
+    }
+
+    /// YAML text of the recipe.
+    pub fn to_yaml(&self) -> String {
+        yaml_serde::to_string(self).unwrap_or_else(|e| format!("# cannot serialise recipe: {e}\n"))
+    }
+
+    /// The JSON Schema of recipes, generated from these types.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Recipe)).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Total planned duration of the sweep.
+    pub fn planned_duration(&self) -> std::time::Duration {
+        let w = &self.workload;
+        (w.warmup.get() + w.measure.get() + w.cooldown.get()) * w.levels.len() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "\
+name: t
+service:
+  kind: simulator
+workload:
+  pattern: closed
+  levels: [1, 2, 4]
+";
+
+    #[test]
+    fn minimal_recipe_gets_defaults() {
+        let r = Recipe::parse(MINIMAL).unwrap();
+        assert_eq!(r.workload.measure, HumanDuration::secs(10));
+        assert_eq!(r.service.simulator.max_num_seqs, 16);
+        assert_eq!(r.executor.kind, ExecutorKind::Local);
+    }
+
+    #[test]
+    fn lock_round_trips() {
+        let r = Recipe::parse(MINIMAL).unwrap().resolved();
+        let text = r.to_yaml();
+        let back = Recipe::parse(&text).unwrap();
+        assert_eq!(back, r);
+        assert!(text.contains("think_time: 0s"), "{text}");
+    }
+
+    #[test]
+    fn errors_carry_path_and_line() {
+        let text = MINIMAL.replace("[1, 2, 4]", "[1, 2, 0]");
+        let errs = Recipe::parse(&text).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "workload.levels[2]: must be > 0, got 0 (line 6)"
+        );
+    }
+
+    #[test]
+    fn schema_names_sections() {
+        let s = Recipe::json_schema().to_string();
+        for key in [
+            "workload",
+            "service",
+            "monitoring",
+            "slo",
+            "analysis",
+            "executor",
+        ] {
+            assert!(s.contains(key), "{key}");
+        }
+    }
+}
