@@ -193,3 +193,87 @@ mod tests {
         );
     }
 }
+
+/// Content type of the classic text format.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of OpenMetrics text.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Rewrites OpenMetrics text (as prometheus-client encodes it) into the classic text format
+/// that `promtool check metrics` and older scrapers read: counter families take their
+/// `_total` name, `info` families become gauges named `_info`, `# UNIT` and `# EOF` go.
+pub fn to_classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (family, kind) = match kind {
+                "counter" if !name.ends_with("_total") => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "unknown" => (name.to_string(), "untyped"),
+                "gaugehistogram" => (name.to_string(), "histogram"),
+                other => (name.to_string(), other),
+            };
+            if let Some((hname, text)) = help.take() {
+                if hname == name {
+                    out.push_str(&format!("# HELP {family} {text}\n"));
+                }
+            }
+            out.push_str(&format!("# TYPE {family} {kind}\n"));
+            continue;
+        }
+        if let Some((hname, text)) = help.take() {
+            out.push_str(&format!("# HELP {hname} {text}\n"));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Picks the exposition format from an `Accept` header: OpenMetrics when asked for,
+/// classic text otherwise. Returns the content type and the body.
+pub fn negotiate(accept: Option<&str>, openmetrics: String) -> (&'static str, String) {
+    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+        (OPENMETRICS_CONTENT_TYPE, openmetrics)
+    } else {
+        (CLASSIC_CONTENT_TYPE, to_classic(&openmetrics))
+    }
+}
+
+#[cfg(test)]
+mod classic_tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_counters_and_info() {
+        let om = "# HELP y things.\n# TYPE y counter\ny_total 3\n# HELP b build.\n# TYPE b info\nb_info{v=\"1\"} 1\n\
+                  # HELP s seconds.\n# TYPE s histogram\n# UNIT s seconds\ns_sum 1\n# EOF\n";
+        let classic = to_classic(om);
+        assert_eq!(
+            classic,
+            "# HELP y_total things.\n# TYPE y_total counter\ny_total 3\n# HELP b_info build.\n# TYPE b_info gauge\n\
+             b_info{v=\"1\"} 1\n# HELP s seconds.\n# TYPE s histogram\ns_sum 1\n"
+        );
+        assert_eq!(parse(&classic).unwrap().len(), 3);
+        assert_eq!(
+            negotiate(
+                Some("application/openmetrics-text;version=1.0.0"),
+                om.into()
+            )
+            .0,
+            OPENMETRICS_CONTENT_TYPE
+        );
+        assert_eq!(negotiate(None, om.into()).1, classic);
+    }
+}

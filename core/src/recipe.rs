@@ -803,3 +803,76 @@ workload:
         }
     }
 }
+
+impl SimulatorSettings {
+    /// Sequences that can run together: `max_num_seqs`, further limited by how many
+    /// requests of `prompt + output` tokens fit in the KV budget.
+    pub fn batch_limit(&self, prompt_tokens: u32, output_tokens: u32) -> u32 {
+        let per_request = u64::from(prompt_tokens) + u64::from(output_tokens);
+        let by_kv = self.kv_cache_tokens / per_request.max(1);
+        u64::from(self.max_num_seqs)
+            .min(by_kv)
+            .try_into()
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Theoretical steady-state throughput (requests/s) of a closed loop of `users` with
+    /// no think time, each request `prompt_tokens` in and `output_tokens` out:
+    ///
+    /// `b = min(users, batch_limit)`, `w = users − b`,
+    /// `step = decode_step_base + b·decode_step_per_seq + w·scheduler_per_waiting`,
+    /// `X = b / (output_tokens·step + b·prompt_tokens·prefill_per_token)`.
+    pub fn closed_loop_throughput(
+        &self,
+        users: u32,
+        prompt_tokens: u32,
+        output_tokens: u32,
+    ) -> f64 {
+        let b = f64::from(users.min(self.batch_limit(prompt_tokens, output_tokens)));
+        let w = f64::from(users) - b;
+        let step = self.decode_step_base.as_secs_f64()
+            + b * self.decode_step_per_seq.as_secs_f64()
+            + w * self.scheduler_per_waiting.as_secs_f64();
+        let denom = f64::from(output_tokens) * step
+            + b * f64::from(prompt_tokens) * self.prefill_per_token.as_secs_f64();
+        if denom > 0.0 { b / denom } else { 0.0 }
+    }
+
+    /// The highest throughput the simulator can reach (at `users = batch_limit`).
+    pub fn capacity(&self, prompt_tokens: u32, output_tokens: u32) -> f64 {
+        self.closed_loop_throughput(
+            self.batch_limit(prompt_tokens, output_tokens),
+            prompt_tokens,
+            output_tokens,
+        )
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use super::*;
+
+    #[test]
+    fn throughput_peaks_at_batch_limit() {
+        let s = SimulatorSettings::default();
+        assert_eq!(s.batch_limit(64, 64), 16);
+        let x: Vec<f64> = [1, 2, 4, 8, 16, 32, 64]
+            .iter()
+            .map(|&n| s.closed_loop_throughput(n, 64, 64))
+            .collect();
+        let best = x
+            .iter()
+            .cloned()
+            .enumerate()
+            .fold((0, 0.0), |a, (i, v)| if v > a.1 { (i, v) } else { a });
+        assert_eq!(best.0, 4, "{x:?}");
+        assert!((s.capacity(64, 64) - x[4]).abs() < 1e-12);
+        // step = 8ms + 16*0.25ms = 12ms; X = 16 / (64*0.012 + 16*64*20e-6)
+        assert!((x[4] - 16.0 / (64.0 * 0.012 + 16.0 * 64.0 * 20e-6)).abs() < 1e-9);
+        let small_kv = SimulatorSettings {
+            kv_cache_tokens: 512,
+            ..s
+        };
+        assert_eq!(small_kv.batch_limit(64, 64), 4);
+    }
+}

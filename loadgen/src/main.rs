@@ -1,1 +1,388 @@
-fn main() {}
+//! `loadgen`: drives a service through a sweep of load levels, or serves the simulator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aifb_core::clock::{RunClock, rfc3339};
+use aifb_core::exit::{self, Failure};
+use aifb_core::metrics::MetricsWriter;
+use aifb_core::recipe::{Pattern, Recipe, SimulatorSettings};
+use aifb_core::run::{Environment, Manifest, RunDir, RunStatus, write_atomic};
+use aifb_loadgen::scrape::{self, Target};
+use aifb_loadgen::sweep::{self, Context};
+use aifb_loadgen::telemetry::Telemetry;
+use aifb_loadgen::{openai, sim, sink};
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "aifb load generator and simulated LLM server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the recipe's workload against a service and write requests.parquet,
+    /// metrics.parquet and summary.json into --out.
+    Run(RunArgs),
+    /// Serve the simulated OpenAI-compatible LLM server.
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Recipe (or recipe.lock.yaml) whose workload to run.
+    #[arg(long)]
+    recipe: PathBuf,
+    /// Base URL of the service, e.g. http://127.0.0.1:8000.
+    #[arg(long)]
+    target: String,
+    /// Output directory (the run directory).
+    #[arg(long)]
+    out: PathBuf,
+    /// Metrics endpoint to scrape into metrics.parquet, as SOURCE=URL (repeatable).
+    #[arg(long = "scrape")]
+    scrape: Vec<Target>,
+    /// Address for the loadgen's own /metrics.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// run.json to embed in the Parquet footers (default: OUT/run.json when present).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Name of this client in requests.parquet.
+    #[arg(long, default_value = "local")]
+    client: String,
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Take the simulator settings and model from this recipe's `service` section.
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// Model id served.
+    #[arg(long)]
+    model: Option<String>,
+    /// Most sequences decoded together.
+    #[arg(long)]
+    max_num_seqs: Option<u32>,
+    /// KV-cache budget in tokens.
+    #[arg(long)]
+    kv_cache_tokens: Option<u64>,
+    /// Burn CPU for the modelled time instead of sleeping.
+    #[arg(long)]
+    burn_cpu: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AIFB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return exit::finish(
+                "loadgen",
+                Err(Failure::check(format!(
+                    "cannot start the async runtime: {e}"
+                ))),
+            );
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Sim(args) => simulate(args).await,
+        }
+    });
+    exit::finish("loadgen", result)
+}
+
+fn load_recipe(path: &PathBuf) -> Result<Recipe, Failure> {
+    Recipe::load(path).map_err(|errs| Failure::input(errs.join("; ")))
+}
+
+async fn simulate(args: SimArgs) -> Result<(), Failure> {
+    let (mut settings, mut model) = match &args.recipe {
+        Some(p) => {
+            let r = load_recipe(p)?;
+            (r.service.simulator, r.service.model)
+        }
+        None => (SimulatorSettings::default(), "sim-llm".to_string()),
+    };
+    if let Some(m) = args.model {
+        model = m;
+    }
+    if let Some(n) = args.max_num_seqs {
+        settings.max_num_seqs = n.max(1);
+    }
+    if let Some(k) = args.kv_cache_tokens {
+        settings.kv_cache_tokens = k;
+    }
+    settings.burn_cpu |= args.burn_cpu;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::input(format!("--listen {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::check(e.to_string()))?;
+    println!("listening on http://{addr}");
+    tracing::info!(
+        "simulator: model {model}, max_num_seqs {}, kv_cache_tokens {}, burn_cpu {}",
+        settings.max_num_seqs,
+        settings.kv_cache_tokens,
+        settings.burn_cpu
+    );
+    let state = sim::SimState::new(settings, &model);
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    tokio::select! {
+        r = sim::serve(listener, state) => r.map_err(|e| Failure::check(format!("simulator stopped: {e}"))),
+        _ = shutdown => Ok(()),
+    }
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, telemetry: Arc<Telemetry>) {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(
+                |State(t): State<Arc<Telemetry>>, headers: axum::http::HeaderMap| async move {
+                    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                    let (content_type, body) = aifb_core::promtext::negotiate(accept, t.encode());
+                    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+                },
+            ),
+        )
+        .with_state(telemetry);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!("loadgen /metrics stopped: {e}");
+    }
+}
+
+fn signal_watch() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::warn!("interrupted: stopping, keeping every finished request"),
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {
+                tracing::warn!("terminated: stopping, keeping every finished request");
+            }
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn run(args: RunArgs) -> Result<(), Failure> {
+    let recipe = load_recipe(&args.recipe)?;
+    if !(args.target.starts_with("http://") || args.target.starts_with("https://")) {
+        return Err(Failure::input(format!(
+            "--target {:?}: expected http://HOST:PORT",
+            args.target
+        )));
+    }
+    let dir = RunDir::new(&args.out);
+    std::fs::create_dir_all(&dir.root)
+        .map_err(|e| Failure::input(format!("--out {}: {e}", dir.root.display())))?;
+    let manifest_path = args.manifest.clone().unwrap_or_else(|| dir.manifest());
+    let clock = RunClock::start();
+    let mut manifest = if manifest_path.exists() {
+        Manifest::read(&manifest_path).map_err(Failure::input)?
+    } else {
+        Manifest {
+            id: aifb_core::run::new_run_id(),
+            name: recipe.name.clone(),
+            aifb_version: aifb_core::VERSION.into(),
+            status: RunStatus::Running,
+            executor: "local".into(),
+            job_ids: vec![],
+            nodes: vec![],
+            started_at: rfc3339(clock.now_ns()),
+            finished_at: None,
+            environment: Environment::detect(),
+            processes: vec![],
+            pattern: String::new(),
+            stages: vec![],
+            error: None,
+        }
+    };
+    let pattern = match recipe.workload.pattern {
+        Pattern::Closed => "closed",
+        Pattern::Open => "open",
+    };
+    manifest.pattern = pattern.into();
+
+    let telemetry = Arc::new(Telemetry::new());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::input(format!("--listen {}: {e}", args.listen)))?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("loadgen metrics on http://{addr}/metrics");
+    }
+    tokio::spawn(serve_metrics(listener, telemetry.clone()));
+
+    let requests = sink::create(&dir.requests()).map_err(Failure::input)?;
+    let metrics = MetricsWriter::create(&dir.metrics()).map_err(Failure::input)?;
+    let cancel = signal_watch();
+    let (record_tx, record_rx) = mpsc::unbounded_channel();
+    let sink_task = tokio::spawn(sink::drain(record_rx, requests));
+    let (scrape_stop_tx, scrape_stop_rx) = watch::channel(false);
+    let scrape_task = tokio::spawn(scrape::run(
+        args.scrape.clone(),
+        recipe.monitoring.scrape_interval.get(),
+        clock,
+        telemetry.clone(),
+        metrics,
+        scrape_stop_rx,
+    ));
+
+    let max_users = recipe.workload.levels.iter().cloned().fold(0.0, f64::max) as usize;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(max_users.max(64))
+        .build()
+        .map_err(|e| Failure::check(format!("cannot build the HTTP client: {e}")))?;
+    let ctx = Arc::new(Context {
+        client,
+        target: args.target.trim_end_matches('/').to_string(),
+        model: recipe.service.model.clone(),
+        workload: recipe.workload.clone(),
+        clock,
+        telemetry: telemetry.clone(),
+        records: record_tx,
+        client_name: args.client.clone(),
+        id_prefix: format!("{}-{}", manifest.id, args.client),
+        sequence: Default::default(),
+        prompt: openai::synthetic_prompt(
+            recipe.workload.request.prompt_tokens,
+            recipe.workload.seed,
+        ),
+    });
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let levels = recipe.workload.levels.len();
+    let unit = if pattern == "closed" {
+        "users"
+    } else {
+        "req/s"
+    };
+    let on_stage = |index: u32, level: f64, length: Duration| {
+        tracing::info!(
+            "stage {}/{levels}: {level} {unit} for {:.1}s",
+            index + 1,
+            length.as_secs_f64()
+        );
+        bar.reset();
+        bar.set_length(length.as_millis() as u64);
+        bar.set_prefix(format!("stage {}/{levels}", index + 1));
+        bar.set_message(format!("{level} {unit}"));
+    };
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                t.tick().await;
+                bar.inc(200);
+            }
+        })
+    };
+    let windows = sweep::run(ctx.clone(), cancel.clone(), &on_stage).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    drop(ctx);
+    let (writer, stats, sink_failure) = sink_task
+        .await
+        .map_err(|e| Failure::check(format!("request sink failed: {e}")))?;
+    let _ = scrape_stop_tx.send(true);
+    let (metrics_writer, scrape_failure) = scrape_task
+        .await
+        .map_err(|e| Failure::check(format!("scraper failed: {e}")))?;
+
+    let cancelled = *cancel.borrow();
+    manifest.stages = windows.clone();
+    manifest.status = if cancelled {
+        RunStatus::Cancelled
+    } else {
+        RunStatus::Done
+    };
+    manifest.finished_at = Some(rfc3339(clock.now_ns()));
+    let manifest_json =
+        serde_json::to_string(&manifest).map_err(|e| Failure::check(e.to_string()))?;
+    let rows = writer
+        .finish(Some(&manifest_json))
+        .map_err(Failure::check)?;
+    let samples = metrics_writer
+        .finish(Some(&manifest_json))
+        .map_err(Failure::check)?;
+    let summary = sink::summary(&manifest.id, pattern, &windows, &stats);
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| Failure::check(e.to_string()))?;
+    write_atomic(&dir.summary(), text.as_bytes())
+        .map_err(|e| Failure::check(format!("{}: {e}", dir.summary().display())))?;
+    tracing::info!(
+        "wrote {rows} requests and {samples} samples to {}",
+        dir.root.display()
+    );
+    if let Some(e) = sink_failure.or(scrape_failure) {
+        return Err(Failure::check(e));
+    }
+    let ok: u64 = summary["stages"].as_array().map_or(0, |s| {
+        s.iter().filter_map(|s| s["measured_ok"].as_u64()).sum()
+    });
+    if !cancelled && rows > 0 && ok == 0 {
+        let first_error = stats
+            .values()
+            .flat_map(|s| s_errors(s))
+            .next()
+            .unwrap_or_else(|| "none".into());
+        return Err(Failure::check(format!(
+            "no measured request succeeded (errors: {first_error}); data kept in {}",
+            dir.root.display()
+        )));
+    }
+    Ok(())
+}
+
+fn s_errors(s: &sink::StageStats) -> Vec<String> {
+    s.error_counts().map(|(k, v)| format!("{k} x{v}")).collect()
+}

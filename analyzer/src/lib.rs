@@ -1,0 +1,13 @@
+//! aifb's offline analyzer.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`stages`] | per-stage aggregates from request rows and stage windows |
+//! | [`knee`] | the Kneedle knee (matches kneed 0.9.0 for concave, increasing curves) |
+//! | [`report`] | the report: saturation summary, report.md and report.json |
+//! | [`plot`] | SVG plots with an embedded font |
+
+pub mod knee;
+pub mod plot;
+pub mod report;
+pub mod stages;

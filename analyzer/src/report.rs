@@ -1,0 +1,282 @@
+//! The report of one run: saturation summary, per-stage table, SLO check, written as
+//! `report.md` and `report.json`.
+
+use aifb_core::recipe::{Pattern, Recipe, ServiceKind};
+use aifb_core::run::Manifest;
+use serde::Serialize;
+
+use crate::knee;
+use crate::stages::StageSummary;
+
+/// A point of the sweep named in the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LevelPoint {
+    /// Stage index.
+    pub stage: u32,
+    /// Load level.
+    pub level: f64,
+    /// Throughput at that level (requests/s).
+    pub throughput_rps: f64,
+}
+
+/// What the simulator's parameters predict (when the service was the simulator).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Sequences that can run together.
+    pub batch_limit: u32,
+    /// Highest throughput the model allows (requests/s).
+    pub capacity_rps: f64,
+    /// Closed loop: the model's throughput at each level.
+    pub throughput_rps: Vec<f64>,
+}
+
+/// The SLO verdict per level and the usable capacity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloCheck {
+    /// The objectives, as written.
+    pub objectives: Vec<String>,
+    /// Per stage: whether every objective was met.
+    pub met: Vec<bool>,
+    /// Highest level at which every objective was met.
+    pub usable: Option<LevelPoint>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Run id.
+    pub run_id: String,
+    /// Recipe name.
+    pub name: String,
+    /// `closed` or `open`.
+    pub pattern: String,
+    /// Run status.
+    pub status: String,
+    /// Unit of the load level.
+    pub level_unit: String,
+    /// Per-stage aggregates.
+    pub stages: Vec<StageSummary>,
+    /// The level of maximum throughput.
+    pub max_throughput: Option<LevelPoint>,
+    /// The Kneedle knee of throughput versus load.
+    pub knee: Option<LevelPoint>,
+    /// SLO check, when the recipe has objectives.
+    pub slo: Option<SloCheck>,
+    /// Simulator prediction, when the service was the simulator.
+    pub simulator: Option<Prediction>,
+}
+
+fn point(s: &StageSummary) -> LevelPoint {
+    LevelPoint {
+        stage: s.stage,
+        level: s.level,
+        throughput_rps: s.throughput_rps,
+    }
+}
+
+fn slo_check(recipe: &Recipe, stages: &[StageSummary]) -> Option<SloCheck> {
+    let slo = &recipe.slo;
+    let mut objectives = Vec::new();
+    if let Some(t) = slo.ttft_p99 {
+        objectives.push(format!("ttft_p99 <= {t}"));
+    }
+    if let Some(t) = slo.e2e_p99 {
+        objectives.push(format!("e2e_p99 <= {t}"));
+    }
+    if let Some(r) = slo.error_rate {
+        objectives.push(format!("error_rate <= {r}"));
+    }
+    if objectives.is_empty() {
+        return None;
+    }
+    let met: Vec<bool> = stages
+        .iter()
+        .map(|s| {
+            let ttft = slo
+                .ttft_p99
+                .is_none_or(|t| s.ttft.is_some_and(|q| q.p99 <= t.as_secs_f64()));
+            let e2e = slo
+                .e2e_p99
+                .is_none_or(|t| s.latency.is_some_and(|q| q.p99 <= t.as_secs_f64()));
+            let err = slo
+                .error_rate
+                .is_none_or(|r| s.measured > 0 && s.error_rate <= r);
+            ttft && e2e && err
+        })
+        .collect();
+    let usable = stages
+        .iter()
+        .zip(&met)
+        .filter(|(_, m)| **m)
+        .map(|(s, _)| point(s))
+        .last();
+    Some(SloCheck {
+        objectives,
+        met,
+        usable,
+    })
+}
+
+fn prediction(recipe: &Recipe, stages: &[StageSummary]) -> Option<Prediction> {
+    if recipe.service.kind != ServiceKind::Simulator {
+        return None;
+    }
+    let sim = &recipe.service.simulator;
+    let req = &recipe.workload.request;
+    let closed = recipe.workload.pattern == Pattern::Closed
+        && recipe.workload.think_time.is_none_or(|t| t.get().is_zero());
+    Some(Prediction {
+        batch_limit: sim.batch_limit(req.prompt_tokens, req.max_tokens),
+        capacity_rps: sim.capacity(req.prompt_tokens, req.max_tokens),
+        throughput_rps: if closed {
+            stages
+                .iter()
+                .map(|s| {
+                    sim.closed_loop_throughput(s.level as u32, req.prompt_tokens, req.max_tokens)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+impl Report {
+    /// Builds the report.
+    pub fn new(
+        manifest: Option<&Manifest>,
+        recipe: Option<&Recipe>,
+        stages: Vec<StageSummary>,
+    ) -> Report {
+        let pattern = manifest
+            .map(|m| m.pattern.clone())
+            .filter(|p| !p.is_empty())
+            .or_else(|| {
+                stages.first().map(|_| {
+                    if recipe.is_some_and(|r| r.workload.pattern == Pattern::Open) {
+                        "open"
+                    } else {
+                        "closed"
+                    }
+                    .to_string()
+                })
+            })
+            .unwrap_or_default();
+        let max_throughput = stages
+            .iter()
+            .filter(|s| s.throughput_rps > 0.0)
+            .max_by(|a, b| a.throughput_rps.total_cmp(&b.throughput_rps))
+            .map(point);
+        let xs: Vec<f64> = stages.iter().map(|s| s.level).collect();
+        let ys: Vec<f64> = stages.iter().map(|s| s.throughput_rps).collect();
+        let knee = knee::concave_increasing(&xs, &ys, 1.0).map(|k| point(&stages[k.index]));
+        Report {
+            run_id: manifest.map(|m| m.id.clone()).unwrap_or_default(),
+            name: manifest
+                .map(|m| m.name.clone())
+                .or_else(|| recipe.map(|r| r.name.clone()))
+                .unwrap_or_default(),
+            level_unit: if pattern == "open" {
+                "req/s".into()
+            } else {
+                "users".into()
+            },
+            pattern,
+            status: manifest
+                .map(|m| format!("{:?}", m.status).to_uppercase())
+                .unwrap_or_else(|| "UNKNOWN".into()),
+            slo: recipe.and_then(|r| slo_check(r, &stages)),
+            simulator: recipe.and_then(|r| prediction(r, &stages)),
+            max_throughput,
+            knee,
+            stages,
+        }
+    }
+
+    /// The short summary printed after a run.
+    pub fn headline(&self) -> String {
+        let mut out = String::new();
+        match &self.max_throughput {
+            Some(p) => out.push_str(&format!(
+                "max throughput {:.2} req/s at {} {}",
+                p.throughput_rps,
+                fmt_level(p.level),
+                self.level_unit
+            )),
+            None => out.push_str("no successful request was measured"),
+        }
+        if let Some(k) = &self.knee {
+            out.push_str(&format!(
+                "; knee at {} {}",
+                fmt_level(k.level),
+                self.level_unit
+            ));
+        }
+        if let Some(slo) = &self.slo {
+            match &slo.usable {
+                Some(u) => out.push_str(&format!(
+                    "; SLOs met up to {} {}",
+                    fmt_level(u.level),
+                    self.level_unit
+                )),
+                None => out.push_str("; SLOs met at no level"),
+            }
+        }
+        out
+    }
+
+    /// report.md.
+    pub fn markdown(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("n/a".to_string(), |s| format!("{:.1}", s * 1e3));
+        let mut md = format!(
+            "# aifb report: {}\n\nRun `{}` ({} loop, {}).\n\n",
+            self.name, self.run_id, self.pattern, self.status
+        );
+        md.push_str(&format!("**{}.**\n\n", self.headline()));
+        if let Some(p) = &self.simulator {
+            md.push_str(&format!(
+                "Simulator model: batch limit {} sequences, predicted capacity {:.2} req/s.\n\n",
+                p.batch_limit, p.capacity_rps
+            ));
+        }
+        md.push_str(&format!(
+            "| stage | {} | throughput req/s | tokens/s | p50 ms | p90 ms | p99 ms | TTFT p50 ms | TTFT p99 ms | measured | errors |\n",
+            self.level_unit
+        ));
+        md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for s in &self.stages {
+            md.push_str(&format!(
+                "| {} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} % |\n",
+                s.stage,
+                fmt_level(s.level),
+                s.throughput_rps,
+                s.output_tokens_per_s,
+                ms(s.latency.map(|q| q.p50)),
+                ms(s.latency.map(|q| q.p90)),
+                ms(s.latency.map(|q| q.p99)),
+                ms(s.ttft.map(|q| q.p50)),
+                ms(s.ttft.map(|q| q.p99)),
+                s.measured,
+                s.error_rate * 100.0
+            ));
+        }
+        if let Some(slo) = &self.slo {
+            md.push_str(&format!("\nSLOs: {}.\n", slo.objectives.join(", ")));
+        }
+        md.push_str(
+            "\nThroughput counts successful requests that ended inside each stage's measured window. \
+             Latency is from send to last byte; TTFT from send to the first content token; percentiles \
+             are nearest-rank over the requests started in the measured window.\n\n![throughput and latency](plots/throughput_latency.svg)\n",
+        );
+        md
+    }
+}
+
+/// A level without a trailing `.0` when whole.
+pub fn fmt_level(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}

@@ -1,0 +1,19 @@
+//! aifb's load generator and simulated LLM server.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`sim`] | `loadgen sim`: the simulated OpenAI/vLLM server (batching model, HTTP, metrics) |
+//! | [`sse`] | incremental Server-Sent Events parser |
+//! | [`openai`] | the OpenAI chat/completions driver: one request, timed to the token |
+//! | [`sweep`] | stages, closed and open loops, phases |
+//! | [`sink`] | requests.parquet and per-stage HdrHistograms (summary.json) |
+//! | [`scrape`] | scrapes `/metrics` endpoints into metrics.parquet |
+//! | [`telemetry`] | the loadgen's own `aifb_loadgen_*` series |
+
+pub mod openai;
+pub mod scrape;
+pub mod sim;
+pub mod sink;
+pub mod sse;
+pub mod sweep;
+pub mod telemetry;

@@ -1,0 +1,360 @@
+//! The sweep: one stage per load level, each with warmup, measure and cooldown, driven as
+//! a closed loop (users with think time) or an open loop (Poisson or constant arrivals).
+//!
+//! Every request carries `t_intended`: for a closed-loop user, the moment it became ready
+//! (previous end plus think time); for the open loop, its slot in the arrival schedule.
+//! Response time is measured from there, so a slow server cannot hide its queue
+//! (no coordinated omission).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aifb_core::clock::RunClock;
+use aifb_core::recipe::{Arrival, Pattern, Workload};
+use aifb_core::requests::{RequestRecord, error_class};
+use aifb_core::run::StageWindow;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Exp};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::openai::{self, Exchange};
+use crate::telemetry::Telemetry;
+
+/// Everything a request task needs.
+pub struct Context {
+    /// HTTP client (connection pool).
+    pub client: reqwest::Client,
+    /// Base URL of the service.
+    pub target: String,
+    /// Model name.
+    pub model: String,
+    /// The workload.
+    pub workload: Workload,
+    /// The run's clock.
+    pub clock: RunClock,
+    /// Own metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// Where finished requests go.
+    pub records: mpsc::UnboundedSender<RequestRecord>,
+    /// Name of this client in requests.parquet.
+    pub client_name: String,
+    /// Prefix of request ids.
+    pub id_prefix: String,
+    /// Request counter.
+    pub sequence: AtomicU64,
+    /// Prompt text (shared by every request).
+    pub prompt: String,
+}
+
+/// Phase boundaries of one stage, in monotonic time.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    /// Stage start (warmup begins).
+    pub start: Instant,
+    /// Measure begins.
+    pub measure_start: Instant,
+    /// Measure ends.
+    pub measure_end: Instant,
+    /// Cooldown ends: no new request after this.
+    pub end: Instant,
+}
+
+impl Windows {
+    fn phase(&self, t: Instant) -> &'static str {
+        if t < self.measure_start {
+            "warmup"
+        } else if t < self.measure_end {
+            "measure"
+        } else {
+            "cooldown"
+        }
+    }
+}
+
+/// Identity of the running stage.
+#[derive(Debug, Clone, Copy)]
+pub struct StageInfo {
+    /// Index.
+    pub index: u32,
+    /// Users (closed loop).
+    pub concurrency: Option<u32>,
+    /// Rate (open loop).
+    pub rate: Option<f64>,
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs one request and records it.
+async fn one(
+    ctx: Arc<Context>,
+    stage: StageInfo,
+    w: Windows,
+    worker: u32,
+    intended: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> bool {
+    let t = &ctx.telemetry;
+    let op = ctx.workload.request.op.name();
+    let label = vec![("op", op)];
+    let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
+    let request_id = format!("{}-{n}", ctx.id_prefix);
+    t.in_flight.inc();
+    let timeout = ctx.workload.timeout.get();
+    let x = tokio::select! {
+        x = openai::exchange(&ctx.client, &ctx.target, &ctx.workload.request, &ctx.model, &ctx.prompt, &request_id, timeout) => x,
+        _ = stopped(&mut stop) => {
+            let now = Instant::now();
+            Exchange {
+                sent: now.max(intended), first_byte: None, first_token: None, chunk_gaps: Vec::new(), end: now,
+                status: None, error: Some(error_class::CANCELLED), bytes_sent: 0, bytes_received: 0,
+                prompt_tokens: None, output_tokens: None, chunks: 0,
+            }
+        }
+    };
+    t.in_flight.dec();
+    let ok = x.error.is_none();
+    let outcome = x.error.unwrap_or("ok");
+    t.requests
+        .get_or_create(&vec![("op", op), ("outcome", outcome)])
+        .inc();
+    let lag = x.sent.saturating_duration_since(intended);
+    t.schedule_lag
+        .get_or_create(&label)
+        .observe(lag.as_secs_f64());
+    if ok {
+        t.duration
+            .get_or_create(&label)
+            .observe((x.end - x.sent).as_secs_f64());
+        t.response_time
+            .get_or_create(&label)
+            .observe(x.end.saturating_duration_since(intended).as_secs_f64());
+        if let Some(ft) = x.first_token {
+            t.ttft
+                .get_or_create(&label)
+                .observe((ft - x.sent).as_secs_f64());
+            if let Some(n) = x.output_tokens.filter(|&n| n > 1) {
+                t.tpot
+                    .get_or_create(&label)
+                    .observe((x.end - ft).as_secs_f64() / f64::from(n - 1));
+            }
+        }
+        let itl = t.itl.get_or_create(&label);
+        for g in &x.chunk_gaps {
+            itl.observe(g.as_secs_f64());
+        }
+    }
+    if let Some(n) = x.output_tokens {
+        t.output_tokens.get_or_create(&label).inc_by(u64::from(n));
+    }
+    if let Some(n) = x.prompt_tokens {
+        t.prompt_tokens.get_or_create(&label).inc_by(u64::from(n));
+    }
+    let c = &ctx.clock;
+    let record = RequestRecord {
+        stage: stage.index,
+        concurrency: stage.concurrency,
+        rate: stage.rate,
+        phase: w.phase(intended),
+        client: ctx.client_name.clone(),
+        worker,
+        op,
+        t_intended: c.unix_ns(intended),
+        t_sent: c.unix_ns(x.sent),
+        t_first_byte: x.first_byte.map(|i| c.unix_ns(i)),
+        t_first_token: x.first_token.map(|i| c.unix_ns(i)),
+        t_end: c.unix_ns(x.end),
+        ok,
+        status: x.status,
+        error: x.error,
+        bytes_sent: x.bytes_sent,
+        bytes_received: x.bytes_received,
+        prompt_tokens: x.prompt_tokens,
+        output_tokens: x.output_tokens,
+        chunks: Some(x.chunks),
+        request_id,
+    };
+    let _ = ctx.records.send(record);
+    x.error != Some(error_class::CANCELLED)
+}
+
+async fn closed_user(
+    ctx: Arc<Context>,
+    stage: StageInfo,
+    w: Windows,
+    worker: u32,
+    first: Instant,
+    think: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ready = first;
+    if first > w.start {
+        tokio::select! {
+            _ = tokio::time::sleep_until(first.into()) => {}
+            _ = stopped(&mut stop) => return,
+        }
+    }
+    loop {
+        if *stop.borrow() || Instant::now() >= w.end {
+            return;
+        }
+        if !one(ctx.clone(), stage, w, worker, ready, stop.clone()).await {
+            return;
+        }
+        ready = Instant::now() + think;
+        if !think.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(ready.into()) => {}
+                _ = stopped(&mut stop) => return,
+            }
+        }
+    }
+}
+
+async fn open_dispatcher(
+    ctx: Arc<Context>,
+    stage: StageInfo,
+    w: Windows,
+    arrival: Arrival,
+    rate: f64,
+    seed: u64,
+    mut stop: watch::Receiver<bool>,
+    tasks: &mut JoinSet<bool>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(stage.index) << 32));
+    let exp = Exp::new(rate).ok();
+    let mut at = w.start;
+    let mut worker = 0u32;
+    loop {
+        let gap = match (arrival, &exp) {
+            (Arrival::Poisson, Some(e)) => e.sample(&mut rng),
+            _ => 1.0 / rate,
+        };
+        at += Duration::from_secs_f64(gap);
+        if at >= w.end {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = stopped(&mut stop) => return,
+        }
+        tasks.spawn(one(ctx.clone(), stage, w, worker, at, stop.clone()));
+        worker = worker.wrapping_add(1);
+        // Reap finished tasks so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// Progress reporting hook: called when a stage starts, with its index, level and length.
+pub type OnStage<'a> = &'a (dyn Fn(u32, f64, Duration) + Sync);
+
+/// Runs every stage; returns the windows of the stages that ran (a cancelled run ends with
+/// a shortened last stage).
+pub async fn run(
+    ctx: Arc<Context>,
+    mut cancel: watch::Receiver<bool>,
+    on_stage: OnStage<'_>,
+) -> Vec<StageWindow> {
+    let wl = ctx.workload.clone();
+    let mut windows = Vec::new();
+    for (i, &level) in wl.levels.iter().enumerate() {
+        if *cancel.borrow() {
+            break;
+        }
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        let (concurrency, rate) = match wl.pattern {
+            Pattern::Closed => (Some(level as u32), None),
+            Pattern::Open => (None, Some(level)),
+        };
+        let stage = StageInfo {
+            index,
+            concurrency,
+            rate,
+        };
+        let t = &ctx.telemetry;
+        t.stage.set(i64::from(index));
+        t.target_concurrency
+            .set(concurrency.map(i64::from).unwrap_or(0));
+        t.offered_rate.set(rate.unwrap_or(0.0));
+        let start = Instant::now();
+        let measure_start = start + wl.warmup.get();
+        let measure_end = measure_start + wl.measure.get();
+        let w = Windows {
+            start,
+            measure_start,
+            measure_end,
+            end: measure_end + wl.cooldown.get(),
+        };
+        on_stage(index, level, w.end - w.start);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks: JoinSet<bool> = JoinSet::new();
+        let mut cancelled = false;
+        match wl.pattern {
+            Pattern::Closed => {
+                let think = wl.think_time.unwrap_or_default().get();
+                let users = concurrency.unwrap_or(0);
+                // Users start spread over half the warmup (at most 2 s), so that equal-length
+                // requests do not stay in lock-step for the whole stage.
+                let spread = (wl.warmup.get() / 2).min(Duration::from_secs(2));
+                for u in 0..users {
+                    let first = w.start + spread.mul_f64(f64::from(u) / f64::from(users.max(1)));
+                    tasks.spawn({
+                        let ctx = ctx.clone();
+                        let stop = stop_rx.clone();
+                        async move {
+                            closed_user(ctx, stage, w, u, first, think, stop).await;
+                            true
+                        }
+                    });
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(w.end.into()) => {}
+                    _ = stopped(&mut cancel) => cancelled = true,
+                }
+            }
+            Pattern::Open => {
+                let arrival = wl.arrival.unwrap_or_default();
+                tokio::select! {
+                    _ = open_dispatcher(ctx.clone(), stage, w, arrival, level, wl.seed, stop_rx.clone(), &mut tasks) => {}
+                    _ = stopped(&mut cancel) => cancelled = true,
+                }
+            }
+        }
+        // Drain: let requests still running finish, up to the request timeout.
+        if cancelled {
+            let _ = stop_tx.send(true);
+        }
+        {
+            let drain = async { while tasks.join_next().await.is_some() {} };
+            let deadline = tokio::time::sleep(wl.timeout.get() + Duration::from_secs(1));
+            tokio::select! {
+                _ = drain => {}
+                _ = deadline => {}
+                _ = stopped(&mut cancel) => cancelled = true,
+            }
+        }
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        let now = Instant::now();
+        let c = &ctx.clock;
+        windows.push(StageWindow {
+            stage: index,
+            concurrency,
+            rate,
+            start_ns: c.unix_ns(w.start),
+            measure_start_ns: c.unix_ns(w.measure_start.min(now)),
+            measure_end_ns: c.unix_ns(w.measure_end.min(now)),
+            end_ns: c.unix_ns(now),
+        });
+        if cancelled {
+            break;
+        }
+    }
+    ctx.telemetry.target_concurrency.set(0);
+    ctx.telemetry.offered_rate.set(0.0);
+    windows
+}

@@ -1,0 +1,158 @@
+//! The loadgen's own Prometheus series (`aifb_loadgen_*`), served on `/metrics` and
+//! scraped into metrics.parquet under source `loadgen`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type OpLabel = Vec<(&'static str, &'static str)>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+/// Every series the loadgen exports.
+pub struct Telemetry {
+    /// The registry holding them.
+    pub registry: Registry,
+    /// `aifb_loadgen_requests_total{op,outcome}`.
+    pub requests: Family<OpLabel, Counter>,
+    /// `aifb_loadgen_request_duration_seconds{op}`, from send.
+    pub duration: Family<OpLabel, Histogram>,
+    /// `aifb_loadgen_response_time_seconds{op}`, from intended start.
+    pub response_time: Family<OpLabel, Histogram>,
+    /// `aifb_loadgen_ttft_seconds{op}`.
+    pub ttft: Family<OpLabel, Histogram>,
+    /// `aifb_loadgen_inter_token_latency_seconds{op}` (gap between content chunks).
+    pub itl: Family<OpLabel, Histogram>,
+    /// `aifb_loadgen_tpot_seconds{op}`.
+    pub tpot: Family<OpLabel, Histogram>,
+    /// `aifb_loadgen_schedule_lag_seconds{op}`.
+    pub schedule_lag: Family<OpLabel, Histogram>,
+    /// `aifb_loadgen_in_flight`.
+    pub in_flight: Gauge,
+    /// `aifb_loadgen_offered_rate` (open loop, requests/s).
+    pub offered_rate: Gauge<f64, AtomicU64>,
+    /// `aifb_loadgen_target_concurrency` (closed loop, users).
+    pub target_concurrency: Gauge,
+    /// `aifb_loadgen_stage`: index of the running stage.
+    pub stage: Gauge,
+    /// `aifb_loadgen_output_tokens_total{op}`.
+    pub output_tokens: Family<OpLabel, Counter>,
+    /// `aifb_loadgen_prompt_tokens_total{op}`.
+    pub prompt_tokens: Family<OpLabel, Counter>,
+}
+
+impl Telemetry {
+    /// Registers every series.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let t = Telemetry {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            response_time: Family::new_with_constructor(latency_histogram),
+            ttft: Family::new_with_constructor(latency_histogram),
+            itl: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
+            tpot: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
+            schedule_lag: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.00001, 2.0, 20))
+            }),
+            in_flight: Gauge::default(),
+            offered_rate: Gauge::default(),
+            target_concurrency: Gauge::default(),
+            stage: Gauge::default(),
+            output_tokens: Family::default(),
+            prompt_tokens: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "aifb_loadgen_requests",
+            "Requests finished, by operation and outcome (ok or error class)",
+            t.requests.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_request_duration_seconds",
+            "Service latency: from send to last byte",
+            t.duration.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_response_time_seconds",
+            "Response time from the intended start (coordinated-omission corrected)",
+            t.response_time.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_ttft_seconds",
+            "Time from send to the first content token",
+            t.ttft.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_inter_token_latency_seconds",
+            "Gap between consecutive content chunks",
+            t.itl.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_tpot_seconds",
+            "Time per output token after the first",
+            t.tpot.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_schedule_lag_seconds",
+            "Delay between intended and actual send",
+            t.schedule_lag.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_in_flight",
+            "Requests sent and not yet finished",
+            t.in_flight.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_offered_rate",
+            "Offered request rate of the open loop (requests per second)",
+            t.offered_rate.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_target_concurrency",
+            "Users of the closed loop in this stage",
+            t.target_concurrency.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_stage",
+            "Index of the running load level",
+            t.stage.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_output_tokens",
+            "Output tokens received",
+            t.output_tokens.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_prompt_tokens",
+            "Prompt tokens sent",
+            t.prompt_tokens.clone(),
+        );
+        Telemetry { registry, ..t }
+    }
+
+    /// The exposition text (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::warn!("cannot encode loadgen metrics: {e}");
+        }
+        text
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
