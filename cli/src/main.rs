@@ -1,1 +1,104 @@
-fn main() {}
+//! `aifb`: the front door. `aifb run recipe.yaml` runs a whole benchmark from one recipe.
+
+mod local;
+mod procs;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aifb_core::exit::{self, Failure};
+use aifb_core::recipe::{ExecutorKind, Recipe};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "aifb",
+    version,
+    about = "AI Factory Bench: how much load an AI service takes, where it saturates, and why"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a benchmark recipe: start the service, exporter and loadgen, then analyse.
+    Run {
+        /// The recipe (YAML).
+        recipe: PathBuf,
+        /// Parent folder of run directories.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+    },
+    /// Check a recipe and print every problem with its path and line.
+    Validate {
+        /// The recipe (YAML).
+        recipe: PathBuf,
+    },
+    /// Print the JSON Schema of recipes.
+    Schema,
+}
+
+fn load(path: &PathBuf) -> Result<Recipe, Failure> {
+    Recipe::load(path).map_err(|errs| {
+        for e in &errs[1..] {
+            eprintln!("aifb: error: {e}");
+        }
+        Failure::input(errs.first().cloned().unwrap_or_default())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { recipe } => load(&recipe).map(|_| println!("{}: ok", recipe.display())),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Recipe::json_schema()).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Run { recipe, out } => run(&recipe, out),
+    };
+    exit::finish("aifb", result)
+}
+
+fn run(path: &PathBuf, out: PathBuf) -> Result<(), Failure> {
+    let recipe = load(path)?;
+    if recipe.executor.kind == ExecutorKind::Slurm {
+        return Err(Failure::input(format!(
+            "{}: executor.kind: slurm is not supported by this version yet; use executor.kind: local",
+            path.display()
+        )));
+    }
+    // One thread: children are tied to it with PR_SET_PDEATHSIG.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::check(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let outcome = local::run(&recipe, &out).await?;
+        let report = if outcome.dir.requests().is_file() {
+            Some(local::analyze(&outcome.dir.root).await)
+        } else {
+            None
+        };
+        match &report {
+            Some(Ok(text)) => print!("{text}"),
+            Some(Err(e)) => eprintln!("aifb: warning: analysis failed: {e}"),
+            None => {}
+        }
+        eprintln!(
+            "aifb: run {} {}: {}",
+            outcome.manifest.id,
+            format!("{:?}", outcome.manifest.status).to_uppercase(),
+            outcome.dir.root.display()
+        );
+        match outcome.failure {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    })
+}

@@ -67,6 +67,9 @@ struct RunArgs {
     /// Name of this client in requests.parquet.
     #[arg(long, default_value = "local")]
     client: String,
+    /// Write logs to this file; stderr then shows progress and warnings only.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -91,15 +94,54 @@ struct SimArgs {
     burn_cpu: bool,
 }
 
+fn filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("AIFB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Logs to stderr, or, with a log file, everything to the file and warnings to stderr
+/// (which then carries the progress display).
+fn init_logging(log_file: Option<&PathBuf>) -> Result<(), Failure> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, fmt};
+    match log_file {
+        None => {
+            fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter())
+                .init();
+        }
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .map_err(|e| Failure::input(format!("--log-file {}: {e}", path.display())))?;
+            tracing_subscriber::registry()
+                .with(
+                    fmt::layer()
+                        .with_ansi(false)
+                        .with_writer(std::sync::Mutex::new(file))
+                        .with_filter(filter()),
+                )
+                .with(
+                    fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+                )
+                .init();
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AIFB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    let log_file = match &cli.command {
+        Command::Run(a) => a.log_file.as_ref(),
+        Command::Sim(_) => None,
+    };
+    if let Err(f) = init_logging(log_file) {
+        return exit::finish("loadgen", Err(f));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -306,7 +348,16 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     } else {
         "req/s"
     };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let on_stage = |index: u32, level: f64, length: Duration| {
+        if !terminal && args.log_file.is_some() {
+            eprintln!(
+                "loadgen: stage {}/{levels}: {level} {unit} for {:.1}s",
+                index + 1,
+                length.as_secs_f64()
+            );
+        }
+
         tracing::info!(
             "stage {}/{levels}: {level} {unit} for {:.1}s",
             index + 1,

@@ -1,0 +1,391 @@
+//! The local executor: every process of a run on this machine.
+//!
+//! Order: service → exporter (watching the service's PID) → readiness → loadgen →
+//! stop exporter and service → analyzer. Every exit path, a signal included, stops what was
+//! started; the run directory keeps every request the loadgen finished.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aifb_core::clock::{RunClock, rfc3339};
+use aifb_core::exit::{CHECK_FAILED, Failure, USAGE};
+use aifb_core::recipe::{Collector, Recipe, ServiceKind};
+use aifb_core::run::{Environment, Manifest, RunDir, RunStatus, StageWindow, new_run_id};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::procs::{self, Output, Proc};
+
+/// Exit code of a run stopped by SIGINT or SIGTERM (its data is kept).
+pub const CANCELLED: u8 = 130;
+
+/// What the run produced.
+pub struct Outcome {
+    /// The run directory.
+    pub dir: RunDir,
+    /// The final manifest.
+    pub manifest: Manifest,
+    /// Failure, if any.
+    pub failure: Option<Failure>,
+}
+
+/// The sibling binary `name` next to this executable, else `name` on PATH.
+pub fn sibling(name: &str) -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| name.to_string())
+}
+
+fn free_port() -> Result<u16, Failure> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Failure::check(format!("no free local port: {e}")))
+}
+
+struct Run {
+    dir: RunDir,
+    manifest: Manifest,
+    procs: Vec<Proc>,
+}
+
+impl Run {
+    fn save(&self) {
+        if let Err(e) = self.manifest.write(&self.dir.manifest()) {
+            eprintln!("aifb: warning: {}: {e}", self.dir.manifest().display());
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for p in self.procs.iter_mut().rev() {
+            let status = procs::stop(p, Duration::from_secs(5)).await;
+            if let Some(s) = status.filter(|s| !s.success() && s.code().is_some()) {
+                eprintln!("aifb: {} exited with {s}", p.role);
+            }
+        }
+        self.procs.clear();
+    }
+}
+
+/// Waits until `url` answers 200, the service exits, or the deadline passes.
+async fn wait_ready(
+    client: &reqwest::Client,
+    url: &str,
+    service: Option<&mut Proc>,
+    timeout: Duration,
+    log: &Path,
+) -> Result<Duration, Failure> {
+    let start = Instant::now();
+    let mut service = service;
+    loop {
+        if let Some(p) = service.as_deref_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                let last = procs::last_line(log)
+                    .map(|l| format!(": {l}"))
+                    .unwrap_or_default();
+                return Err(Failure::input(format!(
+                    "service exited ({status}) before it was ready; see {}{last}",
+                    log.display()
+                )));
+            }
+        }
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return Ok(start.elapsed());
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Err(Failure::input(format!(
+                "service not ready: {url} did not answer 200 within {:.0}s (service.health.timeout); see {}",
+                timeout.as_secs_f64(),
+                log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs a recipe on this machine. `recipe_path` is only used in messages.
+pub async fn run(recipe: &Recipe, runs_root: &Path) -> Result<Outcome, Failure> {
+    let id = new_run_id();
+    let dir = RunDir::new(runs_root.join(&id));
+    dir.create()
+        .map_err(|e| Failure::input(format!("{}: {e}", dir.root.display())))?;
+    let lock = recipe.resolved();
+    std::fs::write(dir.lock(), lock.to_yaml())
+        .map_err(|e| Failure::input(format!("{}: {e}", dir.lock().display())))?;
+    let clock = RunClock::start();
+    let mut environment = Environment::detect();
+    if recipe.service.kind == ServiceKind::Simulator {
+        environment.service_version = Some(format!("aifb-sim {}", aifb_core::VERSION));
+    }
+    let manifest = Manifest {
+        id: id.clone(),
+        name: recipe.name.clone(),
+        aifb_version: aifb_core::VERSION.into(),
+        status: RunStatus::Launching,
+        executor: "local".into(),
+        job_ids: vec![],
+        nodes: vec![environment.hostname.clone()],
+        started_at: rfc3339(clock.now_ns()),
+        finished_at: None,
+        environment,
+        processes: vec![],
+        pattern: match recipe.workload.pattern {
+            aifb_core::recipe::Pattern::Closed => "closed".into(),
+            aifb_core::recipe::Pattern::Open => "open".into(),
+        },
+        stages: vec![],
+        error: None,
+    };
+    let mut run = Run {
+        dir,
+        manifest,
+        procs: Vec::new(),
+    };
+    run.save();
+    eprintln!("aifb: run {id} in {}", run.dir.root.display());
+
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::check(format!("signal handler: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::check(format!("signal handler: {e}")))?;
+
+    let result = tokio::select! {
+        r = drive(&mut run, &lock) => r,
+        _ = term.recv() => Err(Failure { code: CANCELLED, message: "terminated before the workload started".into() }),
+        _ = int.recv() => Err(Failure { code: CANCELLED, message: "interrupted before the workload started".into() }),
+    };
+    let failure = match result {
+        Ok(loadgen_index) => {
+            // The workload runs: wait for the loadgen, forwarding a signal to it so it
+            // drains and writes its files.
+            let lg = &mut run.procs[loadgen_index];
+            let mut cancelled = false;
+            let status = loop {
+                tokio::select! {
+                    s = lg.child.wait() => break s.ok(),
+                    _ = term.recv() => { cancelled = true; procs::signal(lg, libc::SIGTERM); }
+                    _ = int.recv() => { cancelled = true; procs::signal(lg, libc::SIGTERM); }
+                }
+            };
+            if cancelled {
+                Some(Failure {
+                    code: CANCELLED,
+                    message: "cancelled: the requests finished so far are kept".into(),
+                })
+            } else {
+                match status.and_then(|s| s.code()) {
+                    Some(0) => None,
+                    Some(code) => Some(Failure {
+                        code: if code == i32::from(USAGE) {
+                            USAGE
+                        } else {
+                            CHECK_FAILED
+                        },
+                        message: format!(
+                            "loadgen failed (exit {code}); see {}",
+                            run.dir.logs().join("loadgen.log").display()
+                        ),
+                    }),
+                    None => Some(Failure::check("loadgen was killed by a signal")),
+                }
+            }
+        }
+        Err(f) => Some(f),
+    };
+    run.stop_all().await;
+
+    // Merge the stage windows the loadgen wrote.
+    if let Ok(text) = std::fs::read_to_string(run.dir.summary()) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            let stages: Vec<StageWindow> = v["stages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| serde_json::from_value(s["window"].clone()).ok())
+                .collect();
+            run.manifest.stages = stages;
+        }
+    }
+    run.manifest.finished_at = Some(rfc3339(clock.now_ns()));
+    run.manifest.status = match &failure {
+        None => RunStatus::Done,
+        Some(f) if f.code == CANCELLED => RunStatus::Cancelled,
+        Some(_) => RunStatus::Failed,
+    };
+    run.manifest.error = failure.as_ref().map(|f| f.message.clone());
+    run.save();
+    Ok(Outcome {
+        dir: run.dir,
+        manifest: run.manifest,
+        failure,
+    })
+}
+
+/// Starts service, exporter and loadgen; returns the loadgen's index in `run.procs`.
+async fn drive(run: &mut Run, recipe: &Recipe) -> Result<usize, Failure> {
+    let logs = run.dir.logs();
+    let svc = &recipe.service;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| Failure::check(format!("HTTP client: {e}")))?;
+
+    // Service.
+    let base = match &svc.endpoint {
+        Some(ep) => ep.trim_end_matches('/').to_string(),
+        None => {
+            let port = if svc.port == 0 {
+                free_port()?
+            } else {
+                svc.port
+            };
+            let argv: Vec<String> = match svc.kind {
+                ServiceKind::Simulator => vec![
+                    procs_path("loadgen"),
+                    "sim".into(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{port}"),
+                    "--recipe".into(),
+                    run.dir.lock().display().to_string(),
+                ],
+                ServiceKind::Openai => svc
+                    .command
+                    .iter()
+                    .map(|a| a.replace("{port}", &port.to_string()))
+                    .collect(),
+            };
+            let addr = format!("127.0.0.1:{port}");
+            let p = procs::spawn("service", &argv, &logs, Output::Log, Some(addr.clone()))
+                .map_err(Failure::input)?;
+            run.manifest.processes.push(p.record.clone());
+            run.procs.push(p);
+            format!("http://{addr}")
+        }
+    };
+    let service_pid = run.procs.first().map(|p| p.record.pid);
+
+    // Exporter.
+    let mon = &recipe.monitoring;
+    let mut scrape = Vec::new();
+    if mon.exporter.enabled {
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let mut argv = vec![
+            procs_path("exporter"),
+            "--web.listen-address".into(),
+            addr.clone(),
+        ];
+        for c in [Collector::Node, Collector::Process, Collector::Gpu] {
+            if !mon.exporter.collectors.contains(&c) {
+                argv.push(format!("--no-collector.{}", c.name()));
+            }
+        }
+        if let Some(pid) =
+            service_pid.filter(|_| mon.exporter.collectors.contains(&Collector::Process))
+        {
+            argv.extend([
+                "--process.pid".into(),
+                pid.to_string(),
+                "--process.service".into(),
+                service_label(svc.kind).into(),
+            ]);
+        }
+        let p = procs::spawn("exporter", &argv, &logs, Output::Log, Some(addr.clone()))
+            .map_err(Failure::input)?;
+        run.manifest.processes.push(p.record.clone());
+        run.procs.push(p);
+        scrape.push(format!("exporter=http://{addr}/metrics"));
+    }
+    if let Some(path) = &svc.metrics_path {
+        scrape.push(format!("service={base}{path}"));
+    }
+    run.save();
+
+    // Readiness.
+    let health = format!("{base}{}", svc.health.path);
+    let service_log = logs.join("service.log");
+    let service = run.procs.iter_mut().find(|p| p.role == "service");
+    let took = wait_ready(
+        &client,
+        &health,
+        service,
+        svc.health.timeout.get(),
+        &service_log,
+    )
+    .await?;
+    eprintln!(
+        "aifb: service ready at {base} after {:.1}s",
+        took.as_secs_f64()
+    );
+    if let Some(exp) = run.procs.iter_mut().find(|p| p.role == "exporter") {
+        let url = format!(
+            "http://{}/metrics",
+            exp.record.addr.clone().unwrap_or_default()
+        );
+        let log = logs.join("exporter.log");
+        wait_ready(&client, &url, Some(exp), Duration::from_secs(10), &log)
+            .await
+            .map_err(|f| Failure::check(format!("exporter: {}", f.message)))?;
+    }
+
+    // Workload.
+    run.manifest.status = RunStatus::Running;
+    let mut argv = vec![
+        procs_path("loadgen"),
+        "run".into(),
+        "--recipe".into(),
+        run.dir.lock().display().to_string(),
+        "--target".into(),
+        base,
+        "--out".into(),
+        run.dir.root.display().to_string(),
+        "--log-file".into(),
+        logs.join("loadgen.log").display().to_string(),
+    ];
+    for s in scrape {
+        argv.extend(["--scrape".into(), s]);
+    }
+    let lg =
+        procs::spawn("loadgen", &argv, &logs, Output::Inherit, None).map_err(Failure::input)?;
+    run.manifest.processes.push(lg.record.clone());
+    run.procs.push(lg);
+    run.save();
+    eprintln!(
+        "aifb: {} levels, about {:.0}s",
+        recipe.workload.levels.len(),
+        recipe.planned_duration().as_secs_f64()
+    );
+    Ok(run.procs.len() - 1)
+}
+
+fn service_label(kind: ServiceKind) -> &'static str {
+    match kind {
+        ServiceKind::Simulator => "simulator",
+        ServiceKind::Openai => "openai",
+    }
+}
+
+fn procs_path(name: &str) -> String {
+    sibling(name)
+}
+
+/// Runs `analyzer report` on the run directory; returns its stdout.
+pub async fn analyze(dir: &Path) -> Result<String, String> {
+    let out = tokio::process::Command::new(sibling("analyzer"))
+        .arg("report")
+        .arg(dir)
+        .output()
+        .await
+        .map_err(|e| format!("cannot start analyzer: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
