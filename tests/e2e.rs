@@ -1,1 +1,350 @@
+//! End-to-end: `aifb run` drives the simulator, the exporter, the loadgen and the analyzer
+//! as separate processes, and the run directory holds what the contracts promise.
 
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use aifb_core::metrics;
+use aifb_core::recipe::Recipe;
+use aifb_core::requests;
+use aifb_core::run::{Manifest, RunStatus};
+use aifb_tests::{aifb, alive, bin, http_get, only_run, short_demo};
+
+fn manifest(run: &Path) -> Manifest {
+    Manifest::read(&run.join("run.json")).expect("run.json")
+}
+
+#[test]
+fn short_demo_run_keeps_every_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let levels = [2u32, 4, 8, 16, 32];
+    std::fs::write(
+        tmp.path().join("demo.yaml"),
+        short_demo("[2, 4, 8, 16, 32]", "3s"),
+    )
+    .unwrap();
+    let out = aifb(tmp.path(), &["run", "demo.yaml", "--out", "runs"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "aifb run failed: {stderr}");
+    let run = only_run(&tmp.path().join("runs"));
+    let m = manifest(&run);
+    assert_eq!(m.status, RunStatus::Done);
+    assert!(aifb_core::run::is_run_id(&m.id), "{}", m.id);
+    for p in &m.processes {
+        assert!(!alive(p.pid), "{} (pid {}) still running", p.role, p.pid);
+    }
+
+    // Every stage is present, in the manifest and in the rows.
+    let file = requests::read(&run.join("requests.parquet")).unwrap();
+    let footer: Manifest =
+        serde_json::from_str(file.manifest.as_deref().expect("footer aifb.run")).unwrap();
+    assert_eq!(footer.id, m.id);
+    let stages: BTreeSet<u32> = file.rows.iter().map(|r| r.stage).collect();
+    assert_eq!(stages, (0..levels.len() as u32).collect());
+    assert_eq!(m.stages.len(), levels.len());
+    assert!(
+        file.rows.iter().all(|r| r.ok),
+        "no request should fail against the simulator"
+    );
+    assert!(
+        file.rows
+            .iter()
+            .all(|r| r.output_tokens == Some(32) && r.t_first_token.is_some())
+    );
+
+    // Row count equals the loadgen's own counter at its last scrape.
+    let samples = metrics::read(&run.join("metrics.parquet")).unwrap();
+    let last_t = samples
+        .iter()
+        .filter(|s| s.source == "loadgen")
+        .map(|s| s.t_ms)
+        .max()
+        .expect("loadgen samples");
+    let counted: f64 = samples
+        .iter()
+        .filter(|s| {
+            s.source == "loadgen" && s.t_ms == last_t && s.metric == "aifb_loadgen_requests_total"
+        })
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(counted as usize, file.rows.len());
+
+    // metrics.parquet holds exporter, loadgen and simulator series.
+    let has = |source: &str, metric: &str| {
+        samples
+            .iter()
+            .any(|s| s.source == source && s.metric == metric)
+    };
+    assert!(has("exporter", "aifb_node_cpu_seconds_total"));
+    assert!(has("exporter", "aifb_process_cpu_seconds_total"));
+    assert!(has("loadgen", "aifb_loadgen_ttft_seconds_bucket"));
+    assert!(has("service", "vllm:num_requests_running"));
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.metric == "vllm:num_requests_waiting" && s.value > 0.0),
+        "queueing past saturation"
+    );
+
+    // The level of maximum throughput is within one level of the model's.
+    let recipe = Recipe::load(&run.join("recipe.lock.yaml")).unwrap();
+    let sim = &recipe.service.simulator;
+    let model: Vec<f64> = levels
+        .iter()
+        .map(|&n| sim.closed_loop_throughput(n, 64, 32))
+        .collect();
+    let argmax = |v: &[f64]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap()
+    };
+    let predicted = argmax(&model);
+    assert_eq!(levels[predicted], 8);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report/report.json")).unwrap())
+            .unwrap();
+    let measured: Vec<f64> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["throughput_rps"].as_f64().unwrap())
+        .collect();
+    let best = argmax(&measured);
+    assert!(
+        best.abs_diff(predicted) <= 1,
+        "max throughput at level {} (measured {measured:?}, model {model:?})",
+        levels[best]
+    );
+    assert_eq!(
+        report["max_throughput"]["level"].as_f64(),
+        Some(f64::from(levels[best]))
+    );
+    assert!(run.join("report/report.md").is_file());
+    let svg = std::fs::read_to_string(run.join("report/plots/throughput_latency.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("Throughput vs load"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stages"].as_array().unwrap().len(), levels.len());
+
+    // The files open in pyarrow with the documented columns (when a Python with pyarrow is given).
+    if let Ok(python) = std::env::var("AIFB_PYTHON") {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pyarrow_check.py");
+        let out = Command::new(python)
+            .arg(script)
+            .arg(&run)
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "pyarrow check: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn service_that_fails_to_start_exits_2_and_leaves_no_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = "name: broken
+service:
+  kind: openai
+  command: [\"sh\", \"-c\", \"echo 'fatal: no model file' >&2; exit 3\"]
+workload:
+  pattern: closed
+  levels: [1]
+";
+    std::fs::write(tmp.path().join("broken.yaml"), recipe).unwrap();
+    let out = aifb(tmp.path(), &["run", "broken.yaml", "--out", "runs"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("aifb: error:"))
+        .expect("one error line");
+    assert!(
+        error.contains("before it was ready") && error.contains("fatal: no model file"),
+        "{error}"
+    );
+    let run = only_run(&tmp.path().join("runs"));
+    let m = manifest(&run);
+    assert_eq!(m.status, RunStatus::Failed);
+    assert!(!m.processes.is_empty());
+    for p in &m.processes {
+        assert!(!alive(p.pid), "{} (pid {}) left running", p.role, p.pid);
+    }
+}
+
+#[test]
+fn sigterm_keeps_the_finished_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("long.yaml"),
+        short_demo("[4, 8, 16, 32, 64]", "30s"),
+    )
+    .unwrap();
+    let mut child = Command::new(bin("aifb"))
+        .args(["run", "long.yaml", "--out", "runs"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the loadgen reports finished requests, then terminate aifb.
+    let runs = tmp.path().join("runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut loadgen_pid = None;
+    while loadgen_pid.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached its workload"
+        );
+        if let Some(run) = std::fs::read_dir(&runs)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path())
+        {
+            if let Ok(m) = Manifest::read(&run.join("run.json")) {
+                if let Some(lg) = m.processes.iter().find(|p| p.role == "loadgen") {
+                    let addr =
+                        std::fs::read_to_string(run.join("logs/loadgen.log")).unwrap_or_default();
+                    if addr.contains("stage 2/") {
+                        loadgen_pid = Some(lg.pid);
+                    }
+                }
+            }
+        }
+        std::thread::yield_now();
+    }
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let run = only_run(&runs);
+    let m = manifest(&run);
+    assert_eq!(m.status, RunStatus::Cancelled);
+    for p in &m.processes {
+        assert!(!alive(p.pid), "{} (pid {}) left running", p.role, p.pid);
+    }
+    let file =
+        requests::read(&run.join("requests.parquet")).expect("requests.parquet closed properly");
+    let first_stage = file.rows.iter().filter(|r| r.stage == 0 && r.ok).count();
+    assert!(first_stage > 0, "the finished first stage was lost");
+    assert!(
+        file.rows
+            .iter()
+            .any(|r| r.error.as_deref() == Some("cancelled")),
+        "in-flight requests are recorded as cancelled"
+    );
+    assert!(run.join("metrics.parquet").is_file());
+    assert!(
+        run.join("report/report.md").is_file(),
+        "the partial run is still analysed"
+    );
+}
+
+#[test]
+fn every_exposition_passes_promtool() {
+    // The loadgen's own series, with every family populated.
+    let t = aifb_loadgen::telemetry::Telemetry::new();
+    let label = vec![("op", "chat")];
+    t.requests
+        .get_or_create(&vec![("op", "chat"), ("outcome", "ok")])
+        .inc();
+    for h in [
+        &t.duration,
+        &t.response_time,
+        &t.ttft,
+        &t.itl,
+        &t.tpot,
+        &t.schedule_lag,
+    ] {
+        h.get_or_create(&label).observe(0.01);
+    }
+    t.output_tokens.get_or_create(&label).inc_by(3);
+    t.prompt_tokens.get_or_create(&label).inc_by(3);
+    let (status, text) = promtool_check(&aifb_core::promtext::to_classic(&t.encode()));
+    assert!(
+        status,
+        "promtool check metrics on the loadgen's series: {text}"
+    );
+
+    // The exporter and the simulator, over HTTP.
+    let exporter = Command::new(bin("exporter"))
+        .args([
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--process.pid",
+            &std::process::id().to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sim = Command::new(bin("loadgen"))
+        .args(["sim", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for (mut child, third_party_names) in [(exporter, false), (sim, true)] {
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        let url = first.trim().trim_start_matches("listening on ").to_string();
+        let url = if url.ends_with("/metrics") {
+            url
+        } else {
+            format!("{url}/metrics")
+        };
+        let body = http_get(&url);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(body.contains("# TYPE"), "GET {url}: {body}");
+        let (status, text) = promtool_check(&body);
+        if third_party_names {
+            // The simulator copies vLLM's metric names, colons included, as a real vLLM
+            // exposes them; promtool flags exactly that and must flag nothing else.
+            let other: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.ends_with("metric names should not contain ':'"))
+                .collect();
+            assert!(
+                other.is_empty(),
+                "promtool check metrics on {url}: {}",
+                other.join("\n")
+            );
+            assert!(body.contains("vllm:num_requests_running"));
+        } else {
+            assert!(status, "promtool check metrics on {url}: {text}");
+        }
+    }
+}
+
+fn promtool_check(exposition: &str) -> (bool, String) {
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/test.sh installs it)");
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), exposition.as_bytes()).unwrap();
+    let result = check.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    (result.status.success() && text.trim().is_empty(), text)
+}

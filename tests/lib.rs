@@ -1,1 +1,102 @@
+//! Helpers for the end-to-end tests: locate the built binaries, run them, inspect processes.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The directory holding the workspace's binaries (`target/<profile>`), found from the
+/// test executable's own path (`target/<profile>/deps/e2e-…`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps folder");
+    deps.parent().expect("profile folder").to_path_buf()
+}
+
+/// Path of a workspace binary; panics with a hint when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --bins` before the end-to-end tests",
+        p.display()
+    );
+    p
+}
+
+/// Runs `aifb` with `args` in `cwd`.
+pub fn aifb(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(bin("aifb"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("aifb runs")
+}
+
+/// True when `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// The single run directory under `runs_root`.
+pub fn only_run(runs_root: &Path) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs_root)
+        .expect("runs folder")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "expected one run in {}", runs_root.display());
+    dirs.remove(0)
+}
+
+/// A short closed-loop recipe on the simulator, crossing saturation at `max_num_seqs` = 8.
+pub fn short_demo(levels: &str, measure: &str) -> String {
+    format!(
+        "name: short-demo
+service:
+  kind: simulator
+  simulator:
+    max_num_seqs: 8
+    decode_step_base: 8ms
+    decode_step_per_seq: 250us
+    scheduler_per_waiting: 150us
+    prefill_per_token: 20us
+workload:
+  pattern: closed
+  levels: {levels}
+  warmup: 1s
+  measure: {measure}
+  cooldown: 0s
+  timeout: 20s
+  request:
+    prompt_tokens: 64
+    max_tokens: 32
+"
+    )
+}
+
+/// A plain HTTP/1.0 GET of `url` (`http://host:port/path`); returns the body.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "GET {url}: {head}"
+    );
+    body.to_string()
+}

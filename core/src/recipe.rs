@@ -530,6 +530,21 @@ impl Recipe {
                     message.truncate(cut);
                 }
                 let path = if path == "." { String::new() } else { path };
+                // The parser prefixes its own view of the path (the parent, for unknown
+                // keys); the precise path is ours.
+                let mut prefix = path.as_str();
+                loop {
+                    if !prefix.is_empty() {
+                        if let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
+                            message = rest.to_string();
+                            break;
+                        }
+                    }
+                    match prefix.rfind(['.', '[']) {
+                        Some(cut) => prefix = &prefix[..cut],
+                        None => break,
+                    }
+                }
                 return Err(vec![RecipeError {
                     path,
                     message,

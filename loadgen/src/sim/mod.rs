@@ -119,6 +119,19 @@ impl SimMetrics {
             "Count of successfully processed requests",
             m.success.clone(),
         );
+        // Like vLLM, expose every series from the start, at zero.
+        let l = &m.label;
+        let _ = m.running.get_or_create(l);
+        let _ = m.waiting.get_or_create(l);
+        let _ = m.kv_usage.get_or_create(l);
+        let _ = m.ttft.get_or_create(l);
+        let _ = m.e2e.get_or_create(l);
+        let _ = m.prompt_tokens.get_or_create(l);
+        let _ = m.generation_tokens.get_or_create(l);
+        let _ = m.success.get_or_create(&vec![
+            ("finished_reason", "length".to_string()),
+            l[0].clone(),
+        ]);
         m
     }
 }
