@@ -207,17 +207,14 @@ fn sigterm_keeps_the_finished_requests() {
             .and_then(|mut d| d.next())
             .and_then(|e| e.ok())
             .map(|e| e.path())
-        {
-            if let Ok(m) = Manifest::read(&run.join("run.json")) {
-                if let Some(lg) = m.processes.iter().find(|p| p.role == "loadgen") {
+            && let Ok(m) = Manifest::read(&run.join("run.json"))
+                && let Some(lg) = m.processes.iter().find(|p| p.role == "loadgen") {
                     let addr =
                         std::fs::read_to_string(run.join("logs/loadgen.log")).unwrap_or_default();
                     if addr.contains("stage 2/") {
                         loadgen_pid = Some(lg.pid);
                     }
                 }
-            }
-        }
         std::thread::yield_now();
     }
     // SAFETY: signalling our own child process.

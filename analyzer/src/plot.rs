@@ -9,6 +9,10 @@ use crate::report::Report;
 
 static FONT: Once = Once::new();
 
+/// A named line: label, points, colour.
+type Series<'s> = (&'s str, &'s [(f64, f64)], RGBColor);
+
+
 /// Registers the embedded font once per process.
 pub fn register_font() {
     FONT.call_once(|| {
@@ -108,7 +112,7 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
         Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
     >(
         c: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
-        series: &[(&str, &[(f64, f64)], RGBColor)],
+        series: &[Series<'_>],
     ) -> Result<(), String> {
         for (label, points, color) in series {
             if points.is_empty() {

@@ -109,7 +109,7 @@ fn slo_check(recipe: &Recipe, stages: &[StageSummary]) -> Option<SloCheck> {
         .zip(&met)
         .filter(|(_, m)| **m)
         .map(|(s, _)| point(s))
-        .last();
+        .next_back();
     Some(SloCheck {
         objectives,
         met,

@@ -81,8 +81,8 @@ async fn wait_ready(
     let start = Instant::now();
     let mut service = service;
     loop {
-        if let Some(p) = service.as_deref_mut() {
-            if let Ok(Some(status)) = p.child.try_wait() {
+        if let Some(p) = service.as_deref_mut()
+            && let Ok(Some(status)) = p.child.try_wait() {
                 let last = procs::last_line(log)
                     .map(|l| format!(": {l}"))
                     .unwrap_or_default();
@@ -91,12 +91,10 @@ async fn wait_ready(
                     log.display()
                 )));
             }
-        }
-        if let Ok(r) = client.get(url).send().await {
-            if r.status().is_success() {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success() {
                 return Ok(start.elapsed());
             }
-        }
         if start.elapsed() >= timeout {
             return Err(Failure::input(format!(
                 "service not ready: {url} did not answer 200 within {:.0}s (service.health.timeout); see {}",
@@ -200,8 +198,8 @@ pub async fn run(recipe: &Recipe, runs_root: &Path) -> Result<Outcome, Failure> 
     run.stop_all().await;
 
     // Merge the stage windows the loadgen wrote.
-    if let Ok(text) = std::fs::read_to_string(run.dir.summary()) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+    if let Ok(text) = std::fs::read_to_string(run.dir.summary())
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
             let stages: Vec<StageWindow> = v["stages"]
                 .as_array()
                 .into_iter()
@@ -210,7 +208,6 @@ pub async fn run(recipe: &Recipe, runs_root: &Path) -> Result<Outcome, Failure> 
                 .collect();
             run.manifest.stages = stages;
         }
-    }
     run.manifest.finished_at = Some(rfc3339(clock.now_ns()));
     run.manifest.status = match &failure {
         None => RunStatus::Done,

@@ -40,7 +40,7 @@ enum Command {
     Schema,
 }
 
-fn load(path: &PathBuf) -> Result<Recipe, Failure> {
+fn load(path: &std::path::Path) -> Result<Recipe, Failure> {
     Recipe::load(path).map_err(|errs| {
         for e in &errs[1..] {
             eprintln!("aifb: error: {e}");
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     exit::finish("aifb", result)
 }
 
-fn run(path: &PathBuf, out: PathBuf) -> Result<(), Failure> {
+fn run(path: &std::path::Path, out: PathBuf) -> Result<(), Failure> {
     let recipe = load(path)?;
     if recipe.executor.kind == ExecutorKind::Slurm {
         return Err(Failure::input(format!(

@@ -224,11 +224,10 @@ pub fn to_classic(openmetrics: &str) -> String {
                 "gaugehistogram" => (name.to_string(), "histogram"),
                 other => (name.to_string(), other),
             };
-            if let Some((hname, text)) = help.take() {
-                if hname == name {
+            if let Some((hname, text)) = help.take()
+                && hname == name {
                     out.push_str(&format!("# HELP {family} {text}\n"));
                 }
-            }
             out.push_str(&format!("# TYPE {family} {kind}\n"));
             continue;
         }

@@ -437,19 +437,13 @@ pub struct Slo {
 /// Analysis settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub struct Analysis {
     /// Regression tolerances.
     #[serde(default)]
     pub regress: Tolerances,
 }
 
-impl Default for Analysis {
-    fn default() -> Self {
-        Self {
-            regress: Tolerances::default(),
-        }
-    }
-}
 
 /// Practical tolerances of the regression gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -534,12 +528,11 @@ impl Recipe {
                 // keys); the precise path is ours.
                 let mut prefix = path.as_str();
                 loop {
-                    if !prefix.is_empty() {
-                        if let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
+                    if !prefix.is_empty()
+                        && let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
                             message = rest.to_string();
                             break;
                         }
-                    }
                     match prefix.rfind(['.', '[']) {
                         Some(cut) => prefix = &prefix[..cut],
                         None => break,
@@ -621,14 +614,13 @@ impl Recipe {
                 "the simulator is built in: leave service.command out".into(),
             );
         }
-        if let Some(ep) = &s.endpoint {
-            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+        if let Some(ep) = &s.endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://")) {
                 bad(
                     "service.endpoint",
                     format!("{ep:?} must start with http:// or https://"),
                 );
             }
-        }
         if !s.health.path.starts_with('/') {
             bad(
                 "service.health.path",
@@ -705,14 +697,13 @@ impl Recipe {
         if w.request.max_tokens == 0 {
             bad("workload.request.max_tokens", "must be > 0".into());
         }
-        if let Some(r) = self.slo.error_rate {
-            if !(0.0..=1.0).contains(&r) {
+        if let Some(r) = self.slo.error_rate
+            && !(0.0..=1.0).contains(&r) {
                 bad(
                     "slo.error_rate",
                     format!("must be between 0 and 1, got {r}"),
                 );
             }
-        }
         let t = &self.analysis.regress;
         for (key, v) in [
             ("analysis.regress.p99_latency", t.p99_latency),

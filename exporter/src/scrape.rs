@@ -91,8 +91,8 @@ fn encode_families(
             Kind::Info => MetricType::Info,
         };
         let mut me = encoder.encode_descriptor(f.name, f.help, None, metric_type)?;
-        if let [(labels, value)] = f.samples.as_slice() {
-            if labels.is_empty() {
+        if let [(labels, value)] = f.samples.as_slice()
+            && labels.is_empty() {
                 match f.kind {
                     Kind::Info => me.encode_info(labels)?,
                     Kind::Counter => ConstCounter::new(*value).encode(me)?,
@@ -100,7 +100,6 @@ fn encode_families(
                 }
                 continue;
             }
-        }
         for (labels, value) in &f.samples {
             match f.kind {
                 Kind::Info => me.encode_info(labels)?,

@@ -101,7 +101,7 @@ fn filter() -> tracing_subscriber::EnvFilter {
 
 /// Logs to stderr, or, with a log file, everything to the file and warnings to stderr
 /// (which then carries the progress display).
-fn init_logging(log_file: Option<&PathBuf>) -> Result<(), Failure> {
+fn init_logging(log_file: Option<&std::path::Path>) -> Result<(), Failure> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{Layer, fmt};
@@ -136,7 +136,7 @@ fn init_logging(log_file: Option<&PathBuf>) -> Result<(), Failure> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_file = match &cli.command {
-        Command::Run(a) => a.log_file.as_ref(),
+        Command::Run(a) => a.log_file.as_deref(),
         Command::Sim(_) => None,
     };
     if let Err(f) = init_logging(log_file) {
@@ -165,7 +165,7 @@ fn main() -> ExitCode {
     exit::finish("loadgen", result)
 }
 
-fn load_recipe(path: &PathBuf) -> Result<Recipe, Failure> {
+fn load_recipe(path: &std::path::Path) -> Result<Recipe, Failure> {
     Recipe::load(path).map_err(|errs| Failure::input(errs.join("; ")))
 }
 
@@ -423,7 +423,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     if !cancelled && rows > 0 && ok == 0 {
         let first_error = stats
             .values()
-            .flat_map(|s| s_errors(s))
+            .flat_map(s_errors)
             .next()
             .unwrap_or_else(|| "none".into());
         return Err(Failure::check(format!(

@@ -136,12 +136,11 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => true,
         };
         let samples = scrape_once(&client, &targets, &clock, &telemetry, &mut warned).await;
-        if failure.is_none() {
-            if let Err(e) = writer.extend(samples) {
+        if failure.is_none()
+            && let Err(e) = writer.extend(samples) {
                 tracing::error!("{e}");
                 failure = Some(e);
             }
-        }
         if last {
             return (writer, failure);
         }

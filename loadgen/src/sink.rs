@@ -150,12 +150,11 @@ pub async fn drain(
     let mut failure = None;
     while let Some(r) = rx.recv().await {
         stats.entry(r.stage).or_insert_with(StageStats::new).add(&r);
-        if failure.is_none() {
-            if let Err(e) = writer.push(r) {
+        if failure.is_none()
+            && let Err(e) = writer.push(r) {
                 tracing::error!("{e}");
                 failure = Some(e);
             }
-        }
     }
     (writer, stats, failure)
 }

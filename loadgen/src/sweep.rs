@@ -215,16 +215,23 @@ async fn closed_user(
     }
 }
 
+/// The open loop's arrival schedule of one stage.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    arrival: Arrival,
+    rate: f64,
+    seed: u64,
+}
+
 async fn open_dispatcher(
     ctx: Arc<Context>,
     stage: StageInfo,
     w: Windows,
-    arrival: Arrival,
-    rate: f64,
-    seed: u64,
+    schedule: Schedule,
     mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<bool>,
 ) {
+    let Schedule { arrival, rate, seed } = schedule;
     let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(stage.index) << 32));
     let exp = Exp::new(rate).ok();
     let mut at = w.start;
@@ -319,7 +326,8 @@ pub async fn run(
             Pattern::Open => {
                 let arrival = wl.arrival.unwrap_or_default();
                 tokio::select! {
-                    _ = open_dispatcher(ctx.clone(), stage, w, arrival, level, wl.seed, stop_rx.clone(), &mut tasks) => {}
+                    _ = open_dispatcher(ctx.clone(), stage, w, Schedule { arrival, rate: level, seed: wl.seed }, stop_rx.clone(), &mut tasks)
+ => {}
                     _ = stopped(&mut cancel) => cancelled = true,
                 }
             }

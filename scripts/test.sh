@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every test of aifb, installing what the tests need first:
+#   - promtool (Debian package prometheus) for exposition checks,
+#   - a Python venv with pyarrow (cached) to open the Parquet files as users will,
+#   - cargo-nextest when it is missing (falls back to cargo test).
+# Then: cargo fmt --check, cargo clippy -D warnings, the build, all tests and doctests.
+# Safe to run twice at once on one machine: tests use free ports and temp dirs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+cache="${AIFB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/aifb}"
+mkdir -p "$cache"
+
+sudo_cmd=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then sudo_cmd="sudo"; fi
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]}"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust 1.95 or newer (https://rustup.rs), then run this again" >&2
+  exit 2
+fi
+command -v promtool >/dev/null || apt_install prometheus
+command -v python3 >/dev/null || apt_install python3 python3-venv
+
+venv="$cache/venv"
+if ! "$venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
+  say "creating $venv with pyarrow"
+  python3 -m venv "$venv" || { apt_install python3-venv && python3 -m venv "$venv"; }
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check pyarrow
+fi
+export AIFB_PYTHON="$venv/bin/python"
+
+say "format"
+cargo fmt --all -- --check
+say "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "build"
+cargo build --workspace --bins --locked
+for pkg in aifb-core aifb-exporter aifb-loadgen aifb-analyzer aifb-cli; do
+  cargo check -q -p "$pkg" --locked   # each crate builds with its own features
+done
+
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast -- --test-threads=1
+fi
+cargo test --workspace --doc --locked -q
