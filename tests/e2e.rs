@@ -208,13 +208,13 @@ fn sigterm_keeps_the_finished_requests() {
             .and_then(|e| e.ok())
             .map(|e| e.path())
             && let Ok(m) = Manifest::read(&run.join("run.json"))
-                && let Some(lg) = m.processes.iter().find(|p| p.role == "loadgen") {
-                    let addr =
-                        std::fs::read_to_string(run.join("logs/loadgen.log")).unwrap_or_default();
-                    if addr.contains("stage 2/") {
-                        loadgen_pid = Some(lg.pid);
-                    }
-                }
+            && let Some(lg) = m.processes.iter().find(|p| p.role == "loadgen")
+        {
+            let addr = std::fs::read_to_string(run.join("logs/loadgen.log")).unwrap_or_default();
+            if addr.contains("stage 2/") {
+                loadgen_pid = Some(lg.pid);
+            }
+        }
         std::thread::yield_now();
     }
     // SAFETY: signalling our own child process.
@@ -344,4 +344,66 @@ fn promtool_check(exposition: &str) -> (bool, String) {
         String::from_utf8_lossy(&result.stderr)
     );
     (result.status.success() && text.trim().is_empty(), text)
+}
+
+#[test]
+fn open_loop_follows_its_schedule_whatever_the_responses() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 40 req/s offered to a server that completes far fewer: the schedule must not bend.
+    let recipe = "name: open
+service:
+  kind: simulator
+  simulator:
+    max_num_seqs: 2
+workload:
+  pattern: open
+  arrival: constant
+  levels: [10, 40]
+  warmup: 500ms
+  measure: 2s
+  cooldown: 0s
+  timeout: 3s
+  request:
+    max_tokens: 64
+";
+    std::fs::write(tmp.path().join("open.yaml"), recipe).unwrap();
+    let out = aifb(tmp.path(), &["run", "open.yaml", "--out", "runs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&tmp.path().join("runs"));
+    let file = requests::read(&run.join("requests.parquet")).unwrap();
+    for (stage, rate) in [(0u32, 10.0f64), (1, 40.0)] {
+        let mut intended: Vec<i64> = file
+            .rows
+            .iter()
+            .filter(|r| r.stage == stage)
+            .map(|r| r.t_intended)
+            .collect();
+        assert!(
+            file.rows
+                .iter()
+                .filter(|r| r.stage == stage)
+                .all(|r| r.rate == Some(rate) && r.concurrency.is_none())
+        );
+        intended.sort_unstable();
+        // Constant arrivals every 1/rate over 2.5 s: the first at 1/rate, none at the end.
+        assert_eq!(intended.len(), (2.5 * rate) as usize - 1, "stage {stage}");
+        let gap = (1e9 / rate) as i64;
+        assert!(
+            intended.windows(2).all(|w| (w[1] - w[0] - gap).abs() <= 1),
+            "stage {stage}: arrivals are not every {gap} ns"
+        );
+    }
+    // The server completes about 3.7 requests/s (2 sequences of 64 tokens at ~8.5 ms a
+    // step): arrivals that do not wait for responses pile up until requests time out, and
+    // every one of them is still a row.
+    assert!(
+        file.rows
+            .iter()
+            .any(|r| r.stage == 1 && r.error.as_deref() == Some("timeout"))
+    );
+    assert!(file.rows.iter().all(|r| r.t_sent >= r.t_intended));
 }

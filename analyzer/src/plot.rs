@@ -12,7 +12,6 @@ static FONT: Once = Once::new();
 /// A named line: label, points, colour.
 type Series<'s> = (&'s str, &'s [(f64, f64)], RGBColor);
 
-
 /// Registers the embedded font once per process.
 pub fn register_font() {
     FONT.call_once(|| {

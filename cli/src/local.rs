@@ -82,19 +82,21 @@ async fn wait_ready(
     let mut service = service;
     loop {
         if let Some(p) = service.as_deref_mut()
-            && let Ok(Some(status)) = p.child.try_wait() {
-                let last = procs::last_line(log)
-                    .map(|l| format!(": {l}"))
-                    .unwrap_or_default();
-                return Err(Failure::input(format!(
-                    "service exited ({status}) before it was ready; see {}{last}",
-                    log.display()
-                )));
-            }
+            && let Ok(Some(status)) = p.child.try_wait()
+        {
+            let last = procs::last_line(log)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            return Err(Failure::input(format!(
+                "service exited ({status}) before it was ready; see {}{last}",
+                log.display()
+            )));
+        }
         if let Ok(r) = client.get(url).send().await
-            && r.status().is_success() {
-                return Ok(start.elapsed());
-            }
+            && r.status().is_success()
+        {
+            return Ok(start.elapsed());
+        }
         if start.elapsed() >= timeout {
             return Err(Failure::input(format!(
                 "service not ready: {url} did not answer 200 within {:.0}s (service.health.timeout); see {}",
@@ -199,15 +201,16 @@ pub async fn run(recipe: &Recipe, runs_root: &Path) -> Result<Outcome, Failure> 
 
     // Merge the stage windows the loadgen wrote.
     if let Ok(text) = std::fs::read_to_string(run.dir.summary())
-        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-            let stages: Vec<StageWindow> = v["stages"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| serde_json::from_value(s["window"].clone()).ok())
-                .collect();
-            run.manifest.stages = stages;
-        }
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        let stages: Vec<StageWindow> = v["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| serde_json::from_value(s["window"].clone()).ok())
+            .collect();
+        run.manifest.stages = stages;
+    }
     run.manifest.finished_at = Some(rfc3339(clock.now_ns()));
     run.manifest.status = match &failure {
         None => RunStatus::Done,

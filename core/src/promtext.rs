@@ -225,9 +225,10 @@ pub fn to_classic(openmetrics: &str) -> String {
                 other => (name.to_string(), other),
             };
             if let Some((hname, text)) = help.take()
-                && hname == name {
-                    out.push_str(&format!("# HELP {family} {text}\n"));
-                }
+                && hname == name
+            {
+                out.push_str(&format!("# HELP {family} {text}\n"));
+            }
             out.push_str(&format!("# TYPE {family} {kind}\n"));
             continue;
         }

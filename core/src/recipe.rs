@@ -444,7 +444,6 @@ pub struct Analysis {
     pub regress: Tolerances,
 }
 
-
 /// Practical tolerances of the regression gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -529,10 +528,11 @@ impl Recipe {
                 let mut prefix = path.as_str();
                 loop {
                     if !prefix.is_empty()
-                        && let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
-                            message = rest.to_string();
-                            break;
-                        }
+                        && let Some(rest) = message.strip_prefix(&format!("{prefix}: "))
+                    {
+                        message = rest.to_string();
+                        break;
+                    }
                     match prefix.rfind(['.', '[']) {
                         Some(cut) => prefix = &prefix[..cut],
                         None => break,
@@ -615,12 +615,13 @@ impl Recipe {
             );
         }
         if let Some(ep) = &s.endpoint
-            && !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                bad(
-                    "service.endpoint",
-                    format!("{ep:?} must start with http:// or https://"),
-                );
-            }
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            bad(
+                "service.endpoint",
+                format!("{ep:?} must start with http:// or https://"),
+            );
+        }
         if !s.health.path.starts_with('/') {
             bad(
                 "service.health.path",
@@ -698,12 +699,13 @@ impl Recipe {
             bad("workload.request.max_tokens", "must be > 0".into());
         }
         if let Some(r) = self.slo.error_rate
-            && !(0.0..=1.0).contains(&r) {
-                bad(
-                    "slo.error_rate",
-                    format!("must be between 0 and 1, got {r}"),
-                );
-            }
+            && !(0.0..=1.0).contains(&r)
+        {
+            bad(
+                "slo.error_rate",
+                format!("must be between 0 and 1, got {r}"),
+            );
+        }
         let t = &self.analysis.regress;
         for (key, v) in [
             ("analysis.regress.p99_latency", t.p99_latency),
@@ -750,7 +752,12 @@ impl Recipe {
     /// Total planned duration of the sweep.
     pub fn planned_duration(&self) -> std::time::Duration {
         let w = &self.workload;
-        (w.warmup.get() + w.measure.get() + w.cooldown.get()) * w.levels.len() as u32
+        let per_level = w
+            .warmup
+            .get()
+            .saturating_add(w.measure.get())
+            .saturating_add(w.cooldown.get());
+        per_level.saturating_mul(u32::try_from(w.levels.len()).unwrap_or(u32::MAX))
     }
 }
 

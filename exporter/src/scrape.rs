@@ -92,14 +92,15 @@ fn encode_families(
         };
         let mut me = encoder.encode_descriptor(f.name, f.help, None, metric_type)?;
         if let [(labels, value)] = f.samples.as_slice()
-            && labels.is_empty() {
-                match f.kind {
-                    Kind::Info => me.encode_info(labels)?,
-                    Kind::Counter => ConstCounter::new(*value).encode(me)?,
-                    Kind::Gauge => ConstGauge::new(*value).encode(me)?,
-                }
-                continue;
+            && labels.is_empty()
+        {
+            match f.kind {
+                Kind::Info => me.encode_info(labels)?,
+                Kind::Counter => ConstCounter::new(*value).encode(me)?,
+                Kind::Gauge => ConstGauge::new(*value).encode(me)?,
             }
+            continue;
+        }
         for (labels, value) in &f.samples {
             match f.kind {
                 Kind::Info => me.encode_info(labels)?,

@@ -420,7 +420,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     let ok: u64 = summary["stages"].as_array().map_or(0, |s| {
         s.iter().filter_map(|s| s["measured_ok"].as_u64()).sum()
     });
-    if !cancelled && rows > 0 && ok == 0 {
+    if !cancelled && ok == 0 {
         let first_error = stats
             .values()
             .flat_map(s_errors)

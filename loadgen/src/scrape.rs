@@ -137,10 +137,11 @@ pub async fn run(
         };
         let samples = scrape_once(&client, &targets, &clock, &telemetry, &mut warned).await;
         if failure.is_none()
-            && let Err(e) = writer.extend(samples) {
-                tracing::error!("{e}");
-                failure = Some(e);
-            }
+            && let Err(e) = writer.extend(samples)
+        {
+            tracing::error!("{e}");
+            failure = Some(e);
+        }
         if last {
             return (writer, failure);
         }

@@ -151,10 +151,11 @@ pub async fn drain(
     while let Some(r) = rx.recv().await {
         stats.entry(r.stage).or_insert_with(StageStats::new).add(&r);
         if failure.is_none()
-            && let Err(e) = writer.push(r) {
-                tracing::error!("{e}");
-                failure = Some(e);
-            }
+            && let Err(e) = writer.push(r)
+        {
+            tracing::error!("{e}");
+            failure = Some(e);
+        }
     }
     (writer, stats, failure)
 }

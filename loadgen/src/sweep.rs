@@ -231,7 +231,11 @@ async fn open_dispatcher(
     mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<bool>,
 ) {
-    let Schedule { arrival, rate, seed } = schedule;
+    let Schedule {
+        arrival,
+        rate,
+        seed,
+    } = schedule;
     let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(stage.index) << 32));
     let exp = Exp::new(rate).ok();
     let mut at = w.start;
@@ -241,7 +245,16 @@ async fn open_dispatcher(
             (Arrival::Poisson, Some(e)) => e.sample(&mut rng),
             _ => 1.0 / rate,
         };
-        at += Duration::from_secs_f64(gap);
+        // A rate so low that the next arrival lies beyond any representable time ends
+        // the stage's schedule.
+        let Some(next) = Duration::try_from_secs_f64(gap)
+            .ok()
+            .and_then(|g| at.checked_add(g))
+        else {
+            return;
+        };
+        at = next;
+
         if at >= w.end {
             return;
         }
@@ -326,10 +339,10 @@ pub async fn run(
             Pattern::Open => {
                 let arrival = wl.arrival.unwrap_or_default();
                 tokio::select! {
-                    _ = open_dispatcher(ctx.clone(), stage, w, Schedule { arrival, rate: level, seed: wl.seed }, stop_rx.clone(), &mut tasks)
- => {}
-                    _ = stopped(&mut cancel) => cancelled = true,
-                }
+                                   _ = open_dispatcher(ctx.clone(), stage, w, Schedule { arrival, rate: level, seed: wl.seed }, stop_rx.clone(), &mut tasks)
+                => {}
+                                   _ = stopped(&mut cancel) => cancelled = true,
+                               }
             }
         }
         // Drain: let requests still running finish, up to the request timeout.
