@@ -407,3 +407,74 @@ workload:
     );
     assert!(file.rows.iter().all(|r| r.t_sent >= r.t_intended));
 }
+
+/// CPU seconds (user + system) of a live process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn burn_cpu_mode_spends_the_modelled_time_on_a_core() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("r.yaml"), short_demo("[8]", "2s")).unwrap();
+    let mut used = Vec::new();
+    for burn in [false, true] {
+        let mut args = vec!["sim", "--listen", "127.0.0.1:0", "--max-num-seqs", "8"];
+        if burn {
+            args.push("--burn-cpu");
+        }
+        let mut sim = Command::new(bin("loadgen"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(sim.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        let url = first.trim().trim_start_matches("listening on ").to_string();
+        let before = cpu_seconds(sim.id());
+        let out = Command::new(bin("loadgen"))
+            .args([
+                "run",
+                "--recipe",
+                "r.yaml",
+                "--target",
+                &url,
+                "--out",
+                if burn { "burn" } else { "sleep" },
+            ])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        used.push(cpu_seconds(sim.id()) - before);
+        let _ = sim.kill();
+        let _ = sim.wait();
+    }
+    // The same workload: sleeping costs the simulator little CPU, burning costs it the
+    // modelled step time (the whole 3 s of the stage is busy with 8 users).
+    assert!(
+        used[1] > 3.0 * used[0],
+        "CPU seconds sleep {:.2}, burn {:.2}",
+        used[0],
+        used[1]
+    );
+}
