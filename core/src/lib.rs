@@ -9,6 +9,7 @@
 //! | [`requests`] | `requests.parquet`, schema `aifb.requests/1` |
 //! | [`metrics`] | `metrics.parquet`, schema `aifb.metrics/1` |
 //! | [`promtext`] | parsing of the Prometheus text exposition format |
+//! | [`parquet_util`] | the streaming row writer and footer keys shared by both Parquet files |
 //! | [`clock`] | one wall clock with monotonic precision shared by requests and scrapes |
 //! | [`exit`] | exit codes shared by every binary and the one-line error type |
 
@@ -22,7 +23,7 @@ pub mod requests;
 pub mod run;
 pub mod yamlpath;
 
-mod parquet_util;
+pub mod parquet_util;
 
 /// The aifb version, written into lock files, manifests and `_build_info` series.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

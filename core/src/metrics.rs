@@ -2,7 +2,6 @@
 //! per sample: `t` Timestamp(ms, UTC), `source`, `metric`, `labels` Map<str,str>, `value`.
 //! Histograms are stored as Prometheus stores them (`_bucket` with `le`, `_sum`, `_count`).
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,10 +11,8 @@ use arrow_array::{
     Array, ArrayRef, Float64Array, MapArray, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use parquet::arrow::ArrowWriter;
-use parquet::file::metadata::KeyValue;
 
-use crate::parquet_util::{self, column, str_column, utc};
+use crate::parquet_util::{self, RowWriter, column, str_column, utc};
 
 /// Schema name and version stored in the footer.
 pub const SCHEMA_NAME: &str = "aifb.metrics/1";
@@ -113,70 +110,13 @@ pub fn to_batch(rows: &[MetricSample]) -> Result<RecordBatch, String> {
     RecordBatch::try_new(schema(), columns).map_err(|e| e.to_string())
 }
 
-/// Streams samples into `metrics.parquet`.
-pub struct MetricsWriter {
-    writer: ArrowWriter<File>,
-    pending: Vec<MetricSample>,
-    rows: u64,
-    path: std::path::PathBuf,
-}
+/// Streams samples into `metrics.parquet`, one row group per 64 Ki samples.
+pub type MetricsWriter = RowWriter<MetricSample>;
 
-impl MetricsWriter {
-    /// Samples buffered before a row group is written.
-    pub const ROW_GROUP: usize = 65_536;
-
+impl RowWriter<MetricSample> {
     /// Creates the file.
     pub fn create(path: &Path) -> Result<Self, String> {
-        let writer = parquet_util::open_writer(path, schema(), SCHEMA_NAME)?;
-        Ok(Self {
-            writer,
-            pending: Vec::new(),
-            rows: 0,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Adds samples.
-    pub fn extend(
-        &mut self,
-        samples: impl IntoIterator<Item = MetricSample>,
-    ) -> Result<(), String> {
-        let before = self.pending.len();
-        self.pending.extend(samples);
-        self.rows += (self.pending.len() - before) as u64;
-        if self.pending.len() >= Self::ROW_GROUP {
-            self.flush()
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Writes buffered samples as a row group.
-    pub fn flush(&mut self) -> Result<(), String> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let batch = to_batch(&self.pending)?;
-        self.pending.clear();
-        let shown = self.path.display();
-        self.writer
-            .write(&batch)
-            .map_err(|e| format!("{shown}: {e}"))?;
-        self.writer.flush().map_err(|e| format!("{shown}: {e}"))
-    }
-
-    /// Writes the remaining samples and the footer.
-    pub fn finish(mut self, manifest_json: Option<&str>) -> Result<u64, String> {
-        self.flush()?;
-        if let Some(m) = manifest_json {
-            self.writer.append_key_value_metadata(KeyValue::new(
-                parquet_util::RUN_KEY.to_string(),
-                m.to_string(),
-            ));
-        }
-        let shown = self.path.display().to_string();
-        self.writer.close().map_err(|e| format!("{shown}: {e}"))?;
-        Ok(self.rows)
+        RowWriter::open(path, schema(), SCHEMA_NAME, 65_536, to_batch)
     }
 }
 

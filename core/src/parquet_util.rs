@@ -1,4 +1,5 @@
-//! Shared Parquet plumbing: writer properties, footer metadata and typed column access.
+//! Shared Parquet plumbing: writer properties, footer metadata, the streaming row writer
+//! behind both file kinds, and typed column access.
 
 use std::fs::File;
 use std::path::Path;
@@ -18,7 +19,7 @@ pub const SCHEMA_KEY: &str = "aifb.schema";
 /// Footer key holding the run manifest (run.json content).
 pub const RUN_KEY: &str = "aifb.run";
 
-pub(crate) fn open_writer(
+fn open_writer(
     path: &Path,
     schema: SchemaRef,
     schema_name: &str,
@@ -149,4 +150,84 @@ pub(crate) fn str_column<'a>(
 
 pub(crate) fn utc() -> Option<Arc<str>> {
     Some(Arc::from("UTC"))
+}
+
+/// A streaming writer of typed rows: rows are buffered, turned into a record batch and
+/// written as one row group every `row_group` rows; [`RowWriter::finish`] adds the run
+/// manifest to the footer and closes the file.
+pub struct RowWriter<R> {
+    writer: ArrowWriter<File>,
+    pending: Vec<R>,
+    rows: u64,
+    row_group: usize,
+    to_batch: fn(&[R]) -> Result<RecordBatch, String>,
+    path: std::path::PathBuf,
+}
+
+impl<R> RowWriter<R> {
+    pub(crate) fn open(
+        path: &Path,
+        schema: SchemaRef,
+        schema_name: &str,
+        row_group: usize,
+        to_batch: fn(&[R]) -> Result<RecordBatch, String>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            writer: open_writer(path, schema, schema_name)?,
+            pending: Vec::new(),
+            rows: 0,
+            row_group,
+            to_batch,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Adds a row.
+    pub fn push(&mut self, row: R) -> Result<(), String> {
+        self.extend(std::iter::once(row))
+    }
+
+    /// Adds rows.
+    pub fn extend(&mut self, rows: impl IntoIterator<Item = R>) -> Result<(), String> {
+        let before = self.pending.len();
+        self.pending.extend(rows);
+        self.rows += (self.pending.len() - before) as u64;
+        if self.pending.len() >= self.row_group {
+            self.flush()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Rows added so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Writes the buffered rows as a row group.
+    pub fn flush(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = (self.to_batch)(&self.pending)?;
+        self.pending.clear();
+        let shown = self.path.display();
+        self.writer
+            .write(&batch)
+            .map_err(|e| format!("{shown}: {e}"))?;
+        self.writer.flush().map_err(|e| format!("{shown}: {e}"))
+    }
+
+    /// Writes the remaining rows and the footer (with the run manifest when given);
+    /// returns the number of rows.
+    pub fn finish(mut self, manifest_json: Option<&str>) -> Result<u64, String> {
+        self.flush()?;
+        if let Some(m) = manifest_json {
+            self.writer
+                .append_key_value_metadata(KeyValue::new(RUN_KEY.to_string(), m.to_string()));
+        }
+        let shown = self.path.display().to_string();
+        self.writer.close().map_err(|e| format!("{shown}: {e}"))?;
+        Ok(self.rows)
+    }
 }

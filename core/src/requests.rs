@@ -3,7 +3,6 @@
 //! Timestamps are `Timestamp(ns, UTC)`. The run manifest is stored in the footer under
 //! `aifb.run`, so one file describes itself.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,10 +13,8 @@ use arrow_array::{
     TimestampNanosecondArray, UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use parquet::arrow::ArrowWriter;
-use parquet::file::metadata::KeyValue;
 
-use crate::parquet_util::{self, column, str_column, utc};
+use crate::parquet_util::{self, RowWriter, column, str_column, utc};
 
 /// Schema name and version stored in the footer.
 pub const SCHEMA_NAME: &str = "aifb.requests/1";
@@ -261,72 +258,13 @@ pub fn to_batch(rows: &[RequestRecord]) -> Result<RecordBatch, String> {
     RecordBatch::try_new(schema(), columns).map_err(|e| e.to_string())
 }
 
-/// Streams request rows into `requests.parquet`; each [`RequestWriter::flush`] closes a
-/// row group so memory stays bounded.
-pub struct RequestWriter {
-    writer: ArrowWriter<File>,
-    pending: Vec<RequestRecord>,
-    rows: u64,
-    path: std::path::PathBuf,
-}
+/// Streams request rows into `requests.parquet`, one row group per 16 Ki rows.
+pub type RequestWriter = RowWriter<RequestRecord>;
 
-impl RequestWriter {
-    /// Rows buffered before a row group is written.
-    pub const ROW_GROUP: usize = 16_384;
-
+impl RowWriter<RequestRecord> {
     /// Creates the file.
     pub fn create(path: &Path) -> Result<Self, String> {
-        let writer = parquet_util::open_writer(path, schema(), SCHEMA_NAME)?;
-        Ok(Self {
-            writer,
-            pending: Vec::new(),
-            rows: 0,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Adds a row.
-    pub fn push(&mut self, record: RequestRecord) -> Result<(), String> {
-        self.pending.push(record);
-        self.rows += 1;
-        if self.pending.len() >= Self::ROW_GROUP {
-            self.flush()
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Rows pushed so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
-    /// Writes buffered rows as a row group.
-    pub fn flush(&mut self) -> Result<(), String> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let batch = to_batch(&self.pending)?;
-        self.pending.clear();
-        let shown = self.path.display();
-        self.writer
-            .write(&batch)
-            .map_err(|e| format!("{shown}: {e}"))?;
-        self.writer.flush().map_err(|e| format!("{shown}: {e}"))
-    }
-
-    /// Writes the remaining rows and the footer with the run manifest.
-    pub fn finish(mut self, manifest_json: Option<&str>) -> Result<u64, String> {
-        self.flush()?;
-        if let Some(m) = manifest_json {
-            self.writer.append_key_value_metadata(KeyValue::new(
-                parquet_util::RUN_KEY.to_string(),
-                m.to_string(),
-            ));
-        }
-        let shown = self.path.display().to_string();
-        self.writer.close().map_err(|e| format!("{shown}: {e}"))?;
-        Ok(self.rows)
+        RowWriter::open(path, schema(), SCHEMA_NAME, 16_384, to_batch)
     }
 }
 
