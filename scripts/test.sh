@@ -49,9 +49,10 @@ for pkg in aifb-core aifb-exporter aifb-loadgen aifb-analyzer aifb-cli; do
 done
 
 say "tests"
+cargo test --workspace --doc --locked -q
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast -- --test-threads=1
 fi
-cargo test --workspace --doc --locked -q
+
