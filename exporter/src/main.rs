@@ -62,6 +62,9 @@ struct Args {
     /// Disable the GPU collector.
     #[arg(long = "no-collector.gpu", conflicts_with = "gpu_on")]
     gpu_off: bool,
+    /// Export GPU memory of the N largest compute processes per GPU (0: off).
+    #[arg(long = "collector.gpu.top-processes", default_value_t = 0)]
+    gpu_top_processes: usize,
 }
 
 fn main() -> ExitCode {
@@ -109,7 +112,7 @@ fn collectors(args: &Args) -> Result<Vec<Box<dyn Collector>>, Failure> {
         out.push(Box::new(Processes::new(&args.procfs, sel)));
     }
     if !args.gpu_off {
-        out.push(Box::new(Gpu::new()));
+        out.push(Box::new(Gpu::from_env(args.gpu_top_processes)));
     }
     Ok(out)
 }
