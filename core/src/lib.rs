@@ -10,10 +10,12 @@
 //! | [`metrics`] | `metrics.parquet`, schema `aifb.metrics/1` |
 //! | [`promtext`] | parsing of the Prometheus text exposition format |
 //! | [`parquet_util`] | the streaming row writer and footer keys shared by both Parquet files |
+//! | [`discovery`] | discovery records and Prometheus file_sd targets of started components |
 //! | [`clock`] | one wall clock with monotonic precision shared by requests and scrapes |
 //! | [`exit`] | exit codes shared by every binary and the one-line error type |
 
 pub mod clock;
+pub mod discovery;
 pub mod duration;
 pub mod exit;
 pub mod metrics;

@@ -3,21 +3,22 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::time::Duration;
 
+use aifb_core::clock::rfc3339;
+use aifb_core::discovery::{Record, State};
+use aifb_core::duration::HumanDuration;
 use aifb_core::exit::{self, Failure};
 use aifb_exporter::collector::Collector;
 use aifb_exporter::collector::gpu::Gpu;
+use aifb_exporter::collector::job::{Job, JobEnv};
 use aifb_exporter::collector::node::Node;
+use aifb_exporter::collector::probe::{Probes, Target};
 use aifb_exporter::collector::process::{Processes, Selection};
-use aifb_exporter::scrape::{self, Scraper};
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use aifb_exporter::scrape::Scraper;
+use aifb_exporter::serve::{self, App, Settings};
+use aifb_exporter::webconfig;
 use clap::Parser;
-use prometheus_client::registry::Registry;
 
 #[derive(Parser)]
 #[command(
@@ -29,9 +30,24 @@ struct Args {
     /// Address to serve /metrics on.
     #[arg(long = "web.listen-address", default_value = "0.0.0.0:9835")]
     listen: SocketAddr,
+    /// TLS and basic authentication, in the Prometheus exporter-toolkit format.
+    #[arg(long = "web.config.file")]
+    web_config: Option<PathBuf>,
+    /// Scrapes served at once; more are answered 503.
+    #[arg(long = "web.max-requests", default_value_t = 40)]
+    max_requests: usize,
+    /// Scrape deadline when Prometheus sends none (X-Prometheus-Scrape-Timeout-Seconds).
+    #[arg(long = "web.scrape-timeout", default_value = "10s", value_parser = duration)]
+    scrape_timeout: HumanDuration,
+    /// Collect in the background at this interval; scrapes get the latest result.
+    #[arg(long = "collection.interval", value_parser = duration)]
+    collection_interval: Option<HumanDuration>,
     /// Root of the proc filesystem.
     #[arg(long = "path.procfs", default_value = "/proc")]
     procfs: PathBuf,
+    /// Mount point of the cgroup filesystem.
+    #[arg(long = "path.cgroupfs", default_value = "/sys/fs/cgroup")]
+    cgroupfs: PathBuf,
     /// Watch this process and its descendants (repeatable).
     #[arg(long = "process.pid")]
     pids: Vec<i32>,
@@ -41,9 +57,28 @@ struct Args {
     /// Watch processes with this name (`comm`, repeatable).
     #[arg(long = "process.name")]
     names: Vec<String>,
+    /// Watch the processes of this cgroup directory (repeatable).
+    #[arg(long = "process.cgroup")]
+    cgroups: Vec<PathBuf>,
     /// `service` label of the process series.
     #[arg(long = "process.service", default_value = "service")]
     service: String,
+    /// Also export one series per process (cardinality follows the process count).
+    #[arg(long = "process.per-pid")]
+    per_pid: bool,
+    /// Probe a service, as KIND=URL[@SERVICE] (repeatable; kinds: redis, postgres, vllm,
+    /// ollama, qdrant, chroma, minio, http).
+    #[arg(long = "probe")]
+    probes: Vec<Target>,
+    /// Timeout of each probe.
+    #[arg(long = "probe.timeout", default_value = "2s", value_parser = duration)]
+    probe_timeout: HumanDuration,
+    /// Process whose SLURM job cgroup the job collector reads (a PID, or `self`).
+    #[arg(long = "collector.job.pid", default_value = "self")]
+    job_pid: String,
+    /// Export GPU memory of the N largest compute processes per GPU (0: off).
+    #[arg(long = "collector.gpu.top-processes", default_value_t = 0)]
+    gpu_top_processes: usize,
     /// Enable the node collector (default: on).
     #[arg(long = "collector.node")]
     node_on: bool,
@@ -62,9 +97,34 @@ struct Args {
     /// Disable the GPU collector.
     #[arg(long = "no-collector.gpu", conflicts_with = "gpu_on")]
     gpu_off: bool,
-    /// Export GPU memory of the N largest compute processes per GPU (0: off).
-    #[arg(long = "collector.gpu.top-processes", default_value_t = 0)]
-    gpu_top_processes: usize,
+    /// Enable the SLURM job collector (default: on; exports nothing outside a job).
+    #[arg(long = "collector.job")]
+    job_on: bool,
+    /// Disable the SLURM job collector.
+    #[arg(long = "no-collector.job", conflicts_with = "job_on")]
+    job_off: bool,
+    /// Enable the probe collector (default: on when a probe is given).
+    #[arg(long = "collector.probe")]
+    probe_on: bool,
+    /// Disable the probe collector.
+    #[arg(long = "no-collector.probe", conflicts_with = "probe_on")]
+    probe_off: bool,
+    /// State directory for the discovery record (`<dir>/discover/<run_id>/exporter-<job_id>.json`).
+    #[arg(long = "discovery.dir", requires = "run_id")]
+    discovery_dir: Option<PathBuf>,
+    /// Folder for the Prometheus file_sd target file.
+    #[arg(long = "discovery.file-sd", requires = "run_id")]
+    file_sd: Option<PathBuf>,
+    /// Run id for the discovery record.
+    #[arg(long = "discovery.run-id")]
+    run_id: Option<String>,
+    /// Role for the discovery record.
+    #[arg(long = "discovery.role", default_value = "exporter")]
+    role: String,
+}
+
+fn duration(s: &str) -> Result<HumanDuration, String> {
+    aifb_core::duration::parse(s).map(HumanDuration)
 }
 
 fn main() -> ExitCode {
@@ -76,7 +136,7 @@ fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    exit::finish("exporter", serve(args))
+    exit::finish("exporter", run(args))
 }
 
 fn collectors(args: &Args) -> Result<Vec<Box<dyn Collector>>, Failure> {
@@ -97,10 +157,10 @@ fn collectors(args: &Args) -> Result<Vec<Box<dyn Collector>>, Failure> {
         })?;
         pids.push(pid);
     }
-    let selected = !pids.is_empty() || !args.names.is_empty();
+    let selected = !pids.is_empty() || !args.names.is_empty() || !args.cgroups.is_empty();
     if args.process_on && !selected {
         return Err(Failure::input(
-            "--collector.process needs --process.pid, --process.pid-file or --process.name",
+            "--collector.process needs --process.pid, --process.pid-file, --process.name or --process.cgroup",
         ));
     }
     if selected && !args.process_off {
@@ -108,8 +168,29 @@ fn collectors(args: &Args) -> Result<Vec<Box<dyn Collector>>, Failure> {
             pids,
             names: args.names.clone(),
             service: args.service.clone(),
+            cgroups: args.cgroups.clone(),
+            per_pid: args.per_pid,
         };
         out.push(Box::new(Processes::new(&args.procfs, sel)));
+    }
+    if !args.job_off {
+        out.push(Box::new(Job::new(
+            &args.procfs,
+            &args.cgroupfs,
+            &args.job_pid,
+            JobEnv::from_env(),
+        )));
+    }
+    if args.probe_on && args.probes.is_empty() {
+        return Err(Failure::input(
+            "--collector.probe needs at least one --probe KIND=URL",
+        ));
+    }
+    if !args.probes.is_empty() && !args.probe_off {
+        out.push(Box::new(Probes::new(
+            args.probes.clone(),
+            args.probe_timeout.get(),
+        )));
     }
     if !args.gpu_off {
         out.push(Box::new(Gpu::from_env(args.gpu_top_processes)));
@@ -117,13 +198,82 @@ fn collectors(args: &Args) -> Result<Vec<Box<dyn Collector>>, Failure> {
     Ok(out)
 }
 
-fn serve(args: Args) -> Result<(), Failure> {
+fn discovery_record(
+    args: &Args,
+    addr: SocketAddr,
+    state: State,
+    started_at: &str,
+) -> Option<Record> {
+    let run_id = args.run_id.clone()?;
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let host = if addr.ip().is_unspecified() {
+        node.clone()
+    } else {
+        addr.ip().to_string()
+    };
+    Some(Record {
+        run_id,
+        job_id: std::env::var("SLURM_JOB_ID")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "local".into()),
+        role: args.role.clone(),
+        service: "exporter".into(),
+        node,
+        addr: format!("{host}:{}", addr.port()),
+        ports: vec![addr.port()],
+        pid: std::process::id(),
+        state,
+        started_at: started_at.to_string(),
+        ready_at: (state == State::Ready).then(|| rfc3339(now_ns())),
+    })
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn announce(args: &Args, record: &Record) -> Result<(), Failure> {
+    if let Some(dir) = &args.discovery_dir {
+        record
+            .write(dir)
+            .map_err(|e| Failure::input(format!("--discovery.dir {}: {e}", dir.display())))?;
+    }
+    if let Some(dir) = &args.file_sd {
+        record
+            .write_file_sd(dir)
+            .map_err(|e| Failure::input(format!("--discovery.file-sd {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+fn run(args: Args) -> Result<(), Failure> {
+    let started_at = rfc3339(now_ns());
+    let (tls, auth) = match &args.web_config {
+        Some(p) => {
+            webconfig::load(p).map_err(|e| Failure::input(format!("--web.config.file {e}")))?
+        }
+        None => (None, None),
+    };
     let collectors = collectors(&args)?;
-    let names: Vec<&str> = collectors.iter().map(|c| c.name()).collect();
-    tracing::info!("collectors: {}", names.join(", "));
-    let registry = Arc::new(scrape::registry(Scraper::new(collectors)));
+    let scraper = Scraper::new(collectors);
+    tracing::info!("collectors: {}", scraper.names().join(", "));
+    let settings = Settings {
+        default_timeout: args.scrape_timeout.get(),
+        max_requests: args.max_requests,
+        background: args
+            .collection_interval
+            .map(|d| d.get().max(Duration::from_millis(100))),
+        auth,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .max_blocking_threads(16)
         .enable_all()
         .build()
         .map_err(|e| Failure::check(format!("cannot start the async runtime: {e}")))?;
@@ -132,11 +282,16 @@ fn serve(args: Args) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::input(format!("--web.listen-address {}: {e}", args.listen)))?;
         let addr = listener.local_addr().map_err(|e| Failure::check(e.to_string()))?;
-        println!("listening on http://{addr}/metrics");
-        let app = Router::new()
-            .route("/metrics", get(metrics))
-            .route("/", get(|| async { "aifb exporter: see /metrics\n" }))
-            .with_state(registry);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{addr}/metrics");
+        let app = App::new(scraper, settings);
+        if let Some(every) = app_background(&args) {
+            tokio::spawn(app.clone().background(every));
+        }
+        let record = discovery_record(&args, addr, State::Ready, &started_at);
+        if let Some(r) = &record {
+            announce(&args, r)?;
+        }
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
@@ -144,27 +299,16 @@ fn serve(args: Args) -> Result<(), Failure> {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| Failure::check(format!("server stopped: {e}")))
+        let result = serve::serve(listener, serve::router(app), tls, shutdown).await;
+        if let Some(mut r) = record {
+            r.state = if result.is_ok() { State::Stopped } else { State::Failed };
+            let _ = announce(&args, &r);
+        }
+        result.map_err(|e| Failure::check(format!("server stopped: {e}")))
     })
 }
 
-async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> impl IntoResponse {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    match tokio::task::spawn_blocking(move || scrape::encode(&registry)).await {
-        Ok(text) => {
-            let (content_type, body) = aifb_core::promtext::negotiate(accept.as_deref(), text);
-            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
-        }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            format!("scrape failed: {e}"),
-        ),
-    }
+fn app_background(args: &Args) -> Option<Duration> {
+    args.collection_interval
+        .map(|d| d.get().max(Duration::from_millis(100)))
 }

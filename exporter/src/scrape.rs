@@ -1,9 +1,10 @@
-//! One scrape: runs every enabled collector, times it, and encodes its families together
-//! with `aifb_scrape_collector_success{collector}`, `aifb_scrape_collector_duration_seconds`
-//! and `aifb_exporter_build_info`. Plugged into prometheus-client as a custom collector.
+//! One scrape: every enabled collector runs on its own blocking thread, all under one
+//! deadline; a collector that fails, or is still running at the deadline, yields
+//! `aifb_scrape_collector_success{collector} 0` and the rest of the scrape is served.
+//! Families are encoded with prometheus-client (OpenMetrics text).
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -13,14 +14,36 @@ use prometheus_client::registry::Registry;
 
 use crate::collector::{Collector, Family, Kind};
 
+type Shared = Arc<Mutex<Box<dyn Collector>>>;
+
 /// The set of enabled collectors.
+#[derive(Clone)]
 pub struct Scraper {
-    collectors: Mutex<Vec<Box<dyn Collector>>>,
+    collectors: Vec<(&'static str, Shared)>,
 }
 
-impl std::fmt::Debug for Scraper {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Scraper")
+/// What one collector produced in one scrape.
+struct Outcome {
+    families: Vec<Family>,
+    error: Option<String>,
+    took: Duration,
+}
+
+fn run_one(c: &Shared) -> Outcome {
+    let start = Instant::now();
+    let mut families = Vec::new();
+    // A collector still busy with an earlier, timed-out scrape is skipped, not waited for.
+    let error = match c.try_lock() {
+        Ok(mut guard) => guard.collect(&mut families).err(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            Some("still running from an earlier scrape".into())
+        }
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().collect(&mut families).err(),
+    };
+    Outcome {
+        families,
+        error,
+        took: start.elapsed(),
     }
 }
 
@@ -28,12 +51,30 @@ impl Scraper {
     /// Wraps collectors.
     pub fn new(collectors: Vec<Box<dyn Collector>>) -> Self {
         Self {
-            collectors: Mutex::new(collectors),
+            collectors: collectors
+                .into_iter()
+                .map(|c| (c.name(), Arc::new(Mutex::new(c))))
+                .collect(),
         }
     }
 
-    /// Runs every collector once; returns all families, health families included.
-    pub fn collect(&self) -> Vec<Family> {
+    /// Names of the collectors, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.collectors.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Runs every collector once, in parallel, waiting at most `deadline`. Returns all
+    /// families, health families included.
+    pub async fn collect(&self, deadline: Duration) -> Vec<Family> {
+        let start = Instant::now();
+        let handles: Vec<_> = self
+            .collectors
+            .iter()
+            .map(|(name, c)| {
+                let c = c.clone();
+                (*name, tokio::task::spawn_blocking(move || run_one(&c)))
+            })
+            .collect();
         let mut out = Vec::new();
         let mut success = Family::new(
             "aifb_scrape_collector_success",
@@ -45,27 +86,36 @@ impl Scraper {
             "Time the collector took in this scrape",
             Kind::Gauge,
         );
-        let mut collectors = match self.collectors.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for c in collectors.iter_mut() {
-            let start = Instant::now();
-            let ok = match c.collect(&mut out) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::debug!("collector {} failed: {e}", c.name());
-                    false
-                }
+        for (name, handle) in handles {
+            let left = deadline.saturating_sub(start.elapsed());
+            let outcome = match tokio::time::timeout(left, handle).await {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => Outcome {
+                    families: vec![],
+                    error: Some(format!("collector panicked: {e}")),
+                    took: start.elapsed(),
+                },
+                Err(_) => Outcome {
+                    families: vec![],
+                    error: Some(format!(
+                        "did not finish within the {:.1}s scrape deadline",
+                        deadline.as_secs_f64()
+                    )),
+                    took: start.elapsed(),
+                },
             };
+            if let Some(e) = &outcome.error {
+                tracing::debug!("collector {name} failed: {e}");
+            }
             success.push(
-                vec![("collector", c.name().to_string())],
-                if ok { 1.0 } else { 0.0 },
+                vec![("collector", name.to_string())],
+                if outcome.error.is_none() { 1.0 } else { 0.0 },
             );
             duration.push(
-                vec![("collector", c.name().to_string())],
-                start.elapsed().as_secs_f64(),
+                vec![("collector", name.to_string())],
+                outcome.took.as_secs_f64(),
             );
+            out.extend(outcome.families);
         }
         let mut build = Family::new("aifb_exporter_build", "Version of the exporter", Kind::Info);
         build.push(
@@ -76,6 +126,10 @@ impl Scraper {
         out
     }
 }
+
+/// Families frozen for one encoding.
+#[derive(Debug)]
+struct Snapshot(Vec<Family>);
 
 fn encode_families(
     families: &[Family],
@@ -112,23 +166,18 @@ fn encode_families(
     Ok(())
 }
 
-impl prometheus_client::collector::Collector for Scraper {
+impl prometheus_client::collector::Collector for Snapshot {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        encode_families(&self.collect(), encoder)
+        encode_families(&self.0, encoder)
     }
 }
 
-/// A registry holding the scraper; encode it with prometheus-client's text encoder.
-pub fn registry(scraper: Scraper) -> Registry {
-    let mut r = Registry::default();
-    r.register_collector(Box::new(scraper));
-    r
-}
-
-/// Encodes one scrape as OpenMetrics text.
-pub fn encode(registry: &Registry) -> String {
+/// Encodes families as OpenMetrics text.
+pub fn encode(families: Vec<Family>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot(families)));
     let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, registry) {
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
         tracing::warn!("encoding failed: {e}");
     }
     text
@@ -167,40 +216,86 @@ mod tests {
         }
     }
 
-    #[test]
-    fn failing_collector_costs_only_itself() {
-        let r = registry(Scraper::new(vec![Box::new(Failing), Box::new(Fine)]));
-        let classic = aifb_core::promtext::to_classic(&encode(&r));
-        let samples = aifb_core::promtext::parse(&classic).unwrap();
-        let get = |name: &str, label: Option<(&str, &str)>| {
-            samples
-                .iter()
-                .find(|s| {
-                    s.name == name
-                        && label.is_none_or(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
-                })
-                .map(|s| s.value)
-        };
+    /// Blocks until the test process ends: a probe target that never answers.
+    struct Hanging(std::sync::mpsc::Receiver<()>);
+    impl Collector for Hanging {
+        fn name(&self) -> &'static str {
+            "hanging"
+        }
+        fn collect(&mut self, _: &mut Vec<Family>) -> Result<(), String> {
+            let _ = self.0.recv();
+            Ok(())
+        }
+    }
+
+    fn samples(families: Vec<Family>) -> Vec<aifb_core::promtext::Sample> {
+        aifb_core::promtext::parse(&aifb_core::promtext::to_classic(&encode(families))).unwrap()
+    }
+
+    fn get(
+        s: &[aifb_core::promtext::Sample],
+        name: &str,
+        label: Option<(&str, &str)>,
+    ) -> Option<f64> {
+        s.iter()
+            .find(|s| {
+                s.name == name
+                    && label.is_none_or(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+            })
+            .map(|s| s.value)
+    }
+
+    #[tokio::test]
+    async fn failing_collector_costs_only_itself() {
+        let scraper = Scraper::new(vec![Box::new(Failing), Box::new(Fine)]);
+        let s = samples(scraper.collect(Duration::from_secs(5)).await);
         assert_eq!(
             get(
+                &s,
                 "aifb_scrape_collector_success",
                 Some(("collector", "failing"))
             ),
             Some(0.0)
         );
         assert_eq!(
-            get("aifb_scrape_collector_success", Some(("collector", "fine"))),
+            get(
+                &s,
+                "aifb_scrape_collector_success",
+                Some(("collector", "fine"))
+            ),
             Some(1.0)
         );
         assert_eq!(
-            get("aifb_test_events_total", Some(("kind", "a\"b"))),
+            get(&s, "aifb_test_events_total", Some(("kind", "a\"b"))),
             Some(3.0)
         );
-        assert_eq!(get("aifb_test_partial", None), Some(2.0));
-        assert_eq!(get("aifb_exporter_build_info", None), Some(1.0));
-        assert!(
-            classic.contains("# TYPE aifb_test_events_total counter"),
-            "{classic}"
+        assert_eq!(get(&s, "aifb_test_partial", None), Some(2.0));
+        assert_eq!(get(&s, "aifb_exporter_build_info", None), Some(1.0));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_collector_does_not_hold_the_scrape() {
+        let (_keep, rx) = std::sync::mpsc::channel();
+        let scraper = Scraper::new(vec![Box::new(Hanging(rx)), Box::new(Fine)]);
+        let s = samples(scraper.collect(Duration::from_millis(200)).await);
+        assert_eq!(
+            get(
+                &s,
+                "aifb_scrape_collector_success",
+                Some(("collector", "hanging"))
+            ),
+            Some(0.0)
+        );
+        assert_eq!(get(&s, "aifb_test_events_total", None), Some(3.0));
+        // The next scrape finds it still busy and does not wait for it either.
+        let s = samples(scraper.collect(Duration::from_secs(30)).await);
+        assert_eq!(
+            get(
+                &s,
+                "aifb_scrape_collector_success",
+                Some(("collector", "hanging"))
+            ),
+            Some(0.0)
         );
     }
 }

@@ -129,6 +129,32 @@ impl Gpu {
     }
 }
 
+/// Families being filled, by name, in name order.
+#[derive(Default)]
+struct Families(BTreeMap<&'static str, Family>);
+
+impl Families {
+    fn add(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+        labels: Vec<(&'static str, String)>,
+        v: f64,
+    ) {
+        self.0
+            .entry(name)
+            .or_insert_with(|| Family::new(name, help, kind))
+            .push(labels, v);
+    }
+
+    fn gauge(&mut self, name: &'static str, help: &'static str, gpu: u32, v: Option<f64>) {
+        if let Some(v) = v {
+            self.add(name, help, Kind::Gauge, vec![("gpu", gpu.to_string())], v);
+        }
+    }
+}
+
 /// Turns readings into families (pure).
 pub fn families(
     readings: &[GpuReading],
@@ -136,91 +162,59 @@ pub fn families(
     top_processes: usize,
 ) -> Vec<Family> {
     let mut info = Family::new("aifb_gpu", "GPU identity", Kind::Info);
-    let mut f: BTreeMap<&'static str, Family> = BTreeMap::new();
-    let mut put = |name: &'static str,
-                   help: &'static str,
-                   kind: Kind,
-                   labels: Vec<(&'static str, String)>,
-                   v: f64| {
-        f.entry(name)
-            .or_insert_with(|| Family::new(name, help, kind))
-            .push(labels, v);
-    };
+    let mut f = Families::default();
     for r in readings {
-        let gpu = || vec![("gpu", r.index.to_string())];
+        let i = r.index;
+        let gpu = || vec![("gpu", i.to_string())];
         info.push(
             vec![
-                ("gpu", r.index.to_string()),
+                ("gpu", i.to_string()),
                 ("uuid", r.uuid.clone()),
                 ("name", r.name.clone()),
                 ("driver", r.driver.clone()),
             ],
             1.0,
         );
-        let g = |name,
-                 help,
-                 v: Option<f64>,
-                 put: &mut dyn FnMut(
-            &'static str,
-            &'static str,
-            Kind,
-            Vec<(&'static str, String)>,
-            f64,
-        )| {
-            if let Some(v) = v {
-                put(name, help, Kind::Gauge, gpu(), v);
-            }
-        };
-        g(
+        f.gauge(
             "aifb_gpu_utilization_ratio",
             "Fraction of time at least one kernel ran",
+            i,
             r.utilization,
-            &mut put,
         );
-        g(
+        f.gauge(
             "aifb_gpu_memory_used_bytes",
             "GPU memory in use",
+            i,
             r.memory_used.map(|v| v as f64),
-            &mut put,
         );
-        g(
+        f.gauge(
             "aifb_gpu_memory_total_bytes",
             "GPU memory in total",
+            i,
             r.memory_total.map(|v| v as f64),
-            &mut put,
         );
-        g(
-            "aifb_gpu_power_watts",
-            "Power draw",
-            r.power_watts,
-            &mut put,
-        );
-        g(
+        f.gauge("aifb_gpu_power_watts", "Power draw", i, r.power_watts);
+        f.gauge(
             "aifb_gpu_power_limit_watts",
             "Enforced power limit",
+            i,
             r.power_limit_watts,
-            &mut put,
         );
-        g(
+        f.gauge(
             "aifb_gpu_temperature_celsius",
             "GPU temperature",
+            i,
             r.temperature_celsius,
-            &mut put,
         );
-        g(
-            "aifb_gpu_sm_clock_hertz",
-            "SM clock",
-            r.sm_clock_hertz,
-            &mut put,
-        );
-        g(
+        f.gauge("aifb_gpu_sm_clock_hertz", "SM clock", i, r.sm_clock_hertz);
+        f.gauge(
             "aifb_gpu_memory_clock_hertz",
             "Memory clock",
+            i,
             r.memory_clock_hertz,
-            &mut put,
         );
         if let Some(e) = r.energy_joules {
-            put(
+            f.add(
                 "aifb_gpu_energy_joules",
                 "Energy consumed since the driver loaded",
                 Kind::Counter,
@@ -229,10 +223,11 @@ pub fn families(
             );
         }
         for (reason, active) in &r.throttle {
-            let labels = vec![("gpu", r.index.to_string()), ("reason", reason.to_string())];
-            put(
+            let labels = vec![("gpu", i.to_string()), ("reason", reason.to_string())];
+            let help = "Whether this clock throttle reason is active";
+            f.add(
                 "aifb_gpu_clock_throttle_active",
-                "Whether this clock throttle reason is active",
+                help,
                 Kind::Gauge,
                 labels,
                 if *active { 1.0 } else { 0.0 },
@@ -240,10 +235,11 @@ pub fn families(
         }
         if let Some((tx, rx)) = r.pcie_bytes_per_second {
             for (dir, v) in [("tx", tx), ("rx", rx)] {
-                let labels = vec![("gpu", r.index.to_string()), ("direction", dir.to_string())];
-                put(
+                let labels = vec![("gpu", i.to_string()), ("direction", dir.to_string())];
+                let help = "PCIe throughput over NVML's 20 ms window";
+                f.add(
                     "aifb_gpu_pcie_throughput_bytes_per_second",
-                    "PCIe throughput over NVML's 20 ms window",
+                    help,
                     Kind::Gauge,
                     labels,
                     v,
@@ -252,8 +248,8 @@ pub fn families(
         }
         if let Some((corrected, uncorrected)) = r.ecc_errors {
             for (kind, v) in [("corrected", corrected), ("uncorrected", uncorrected)] {
-                let labels = vec![("gpu", r.index.to_string()), ("kind", kind.to_string())];
-                put(
+                let labels = vec![("gpu", i.to_string()), ("kind", kind.to_string())];
+                f.add(
                     "aifb_gpu_ecc_errors",
                     "ECC errors since the driver loaded",
                     Kind::Counter,
@@ -266,47 +262,49 @@ pub fn families(
             let mut procs = r.processes.clone();
             procs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             for (pid, bytes) in procs.into_iter().take(top_processes) {
-                let labels = vec![("gpu", r.index.to_string()), ("pid", pid.to_string())];
-                put(
+                let labels = vec![("gpu", i.to_string()), ("pid", pid.to_string())];
+                let help = "GPU memory of the largest compute processes";
+                f.add(
                     "aifb_gpu_process_memory_used_bytes",
-                    "GPU memory of the largest compute processes",
+                    help,
                     Kind::Gauge,
                     labels,
                     bytes as f64,
                 );
             }
         }
-        put(
+        let help = "Whether GPM profiling metrics (SM, tensor, DRAM activity) are available";
+        f.add(
             "aifb_gpu_profiling_available",
-            "Whether GPM profiling metrics (SM, tensor, DRAM activity) are available",
+            help,
             Kind::Gauge,
             gpu(),
             if r.profiling_available { 1.0 } else { 0.0 },
         );
         if let Some(a) = r.activity {
-            g(
+            f.gauge(
                 "aifb_gpu_sm_active_ratio",
                 "Fraction of SMs busy (GPM)",
+                i,
                 a.sm_active,
-                &mut put,
             );
-            g(
+            f.gauge(
                 "aifb_gpu_sm_occupancy_ratio",
                 "Resident warps over the maximum (GPM)",
+                i,
                 a.sm_occupancy,
-                &mut put,
             );
-            g(
+            f.gauge(
                 "aifb_gpu_tensor_active_ratio",
                 "Fraction of time tensor pipes were busy (GPM)",
+                i,
                 a.tensor_active,
-                &mut put,
             );
-            g(
+            f.gauge(
                 "aifb_gpu_dram_active_ratio",
                 "DRAM bandwidth used over the peak (GPM)",
+                i,
                 a.dram_active,
-                &mut put,
             );
         }
     }
@@ -322,7 +320,7 @@ pub fn families(
         );
     }
     let mut out = vec![info];
-    out.extend(f.into_values());
+    out.extend(f.0.into_values());
     out.push(xid_family);
     out
 }
@@ -494,10 +492,9 @@ fn spawn_xid_thread(nvml: &'static Nvml, counts: Arc<Mutex<BTreeMap<(u32, u64), 
                         Ok(ev) => {
                             if let (Ok(index), Some(XidError::Value(xid))) =
                                 (ev.device.index(), ev.event_data)
+                                && let Ok(mut m) = counts.lock()
                             {
-                                if let Ok(mut m) = counts.lock() {
-                                    *m.entry((index, xid)).or_insert(0) += 1;
-                                }
+                                *m.entry((index, xid)).or_insert(0) += 1;
                             }
                         }
                         Err(NvmlError::Timeout) => {}
@@ -594,34 +591,33 @@ impl GpuBackend for NvmlBackend {
                     .collect();
             }
             r.profiling_available = d.gpm_support().unwrap_or(false);
-            if r.profiling_available {
-                if let Ok(now) = d.gpm_sample() {
-                    if let Some(prev) = live.gpm.remove(&i) {
-                        let ids = [
-                            GpmMetricId::SmUtil,
-                            GpmMetricId::SmOccupancy,
-                            GpmMetricId::AnyTensorUtil,
-                            GpmMetricId::DramBwUtil,
-                        ];
-                        if let Ok(values) =
-                            nvml_wrapper::gpm::gpm_metrics_get(nvml, &prev, &now, &ids)
-                        {
-                            let v = |k: usize| {
-                                values
-                                    .get(k)
-                                    .and_then(|r| r.as_ref().ok())
-                                    .map(|m| m.value / 100.0)
-                            };
-                            r.activity = Some(Activity {
-                                sm_active: v(0),
-                                sm_occupancy: v(1),
-                                tensor_active: v(2),
-                                dram_active: v(3),
-                            });
-                        }
+            if r.profiling_available
+                && let Ok(now) = d.gpm_sample()
+            {
+                if let Some(prev) = live.gpm.remove(&i) {
+                    let ids = [
+                        GpmMetricId::SmUtil,
+                        GpmMetricId::SmOccupancy,
+                        GpmMetricId::AnyTensorUtil,
+                        GpmMetricId::DramBwUtil,
+                    ];
+                    if let Ok(values) = nvml_wrapper::gpm::gpm_metrics_get(nvml, &prev, &now, &ids)
+                    {
+                        let v = |k: usize| {
+                            values
+                                .get(k)
+                                .and_then(|r| r.as_ref().ok())
+                                .map(|m| m.value / 100.0)
+                        };
+                        r.activity = Some(Activity {
+                            sm_active: v(0),
+                            sm_occupancy: v(1),
+                            tensor_active: v(2),
+                            dram_active: v(3),
+                        });
                     }
-                    live.gpm.insert(i, now);
                 }
+                live.gpm.insert(i, now);
             }
             out.push(r);
         }

@@ -1,8 +1,11 @@
 //! The collector interface: each collector fills metric families for one scrape and says
 //! whether it succeeded. A failing collector costs only its own series.
 
+pub mod cgroup;
 pub mod gpu;
+pub mod job;
 pub mod node;
+pub mod probe;
 pub mod process;
 
 /// Prometheus metric type of a family.

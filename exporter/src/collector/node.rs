@@ -81,6 +81,53 @@ impl Collector for Node {
             mem.mem_total as f64,
         ));
         let available = mem.mem_available.unwrap_or(mem.mem_free + mem.cached);
+        if let Ok(load) = std::fs::read_to_string(self.root.join("loadavg")) {
+            let v: Vec<f64> = load
+                .split_whitespace()
+                .take(3)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if let [l1, l5, l15] = v[..] {
+                out.push(Family::single(
+                    "aifb_node_load1",
+                    "1-minute load average",
+                    Kind::Gauge,
+                    l1,
+                ));
+                out.push(Family::single(
+                    "aifb_node_load5",
+                    "5-minute load average",
+                    Kind::Gauge,
+                    l5,
+                ));
+                out.push(Family::single(
+                    "aifb_node_load15",
+                    "15-minute load average",
+                    Kind::Gauge,
+                    l15,
+                ));
+            }
+        }
+        // Pressure stall information; absent on kernels without PSI, which is not an error.
+        let mut psi = Family::new(
+            "aifb_node_pressure_stall_seconds",
+            "Time tasks stalled on a resource (PSI)",
+            Kind::Counter,
+        );
+        for resource in ["cpu", "memory", "io"] {
+            let text =
+                super::cgroup::read(&self.root.join("pressure"), resource).unwrap_or_default();
+            for (kind, secs) in super::cgroup::parse_pressure(&text) {
+                psi.push(
+                    vec![
+                        ("resource", resource.to_string()),
+                        ("kind", kind.to_string()),
+                    ],
+                    secs,
+                );
+            }
+        }
+        out.push(psi);
         out.push(Family::single(
             "aifb_node_memory_available_bytes",
             "Memory available for new work without swapping",
@@ -113,16 +160,43 @@ mod tests {
              VmallocTotal: 0 kB\nVmallocUsed: 0 kB\nVmallocChunk: 0 kB\n",
         )
         .unwrap();
+        std::fs::write(dir.path().join("loadavg"), "0.50 0.25 0.10 1/100 4242\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("pressure")).unwrap();
+        std::fs::write(dir.path().join("pressure/io"), "some avg10=0 avg60=0 avg300=0 total=2000000\nfull avg10=0 avg60=0 avg300=0 total=1000000\n").unwrap();
         let mut n = Node {
             root: dir.path().into(),
             ticks_per_second: 100.0,
         };
+
         let mut out = Vec::new();
         n.collect(&mut out).unwrap();
         assert_eq!(out[0].samples[0], (vec![("mode", "user".to_string())], 1.0));
         assert_eq!(out[0].samples[3].1, 10.0);
         assert_eq!(out[1].samples[0].1, 1_024_000.0);
-        assert_eq!(out[2].samples[0].1, 614_400.0);
+        let get = |name: &str| {
+            out.iter()
+                .find(|f| f.name == name)
+                .map(|f| f.samples.clone())
+        };
+        assert_eq!(
+            get("aifb_node_memory_available_bytes").unwrap()[0].1,
+            614_400.0
+        );
+        assert_eq!(get("aifb_node_load5").unwrap()[0].1, 0.25);
+        let psi = get("aifb_node_pressure_stall_seconds").unwrap();
+        assert_eq!(
+            psi,
+            vec![
+                (
+                    vec![("resource", "io".to_string()), ("kind", "some".to_string())],
+                    2.0
+                ),
+                (
+                    vec![("resource", "io".to_string()), ("kind", "full".to_string())],
+                    1.0
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Process collector: the service's processes, chosen by PID or by name, with all their
-//! descendants, summed per `service` label: CPU seconds, resident memory, threads and the
-//! number of processes.
+//! Process collector: the service's processes, chosen by PID, name or cgroup, with all
+//! their descendants, summed per `service` label: CPU seconds, resident memory, threads,
+//! open file descriptors and the number of processes. Per-process series are opt-in
+//! (`per_pid`), since their cardinality follows the service's process count.
 //!
 //! A process that exits between listing and reading is skipped, not an error. When a child
 //! exits its CPU time leaves the sum, which `rate()` treats as a counter reset.
@@ -19,6 +20,10 @@ pub struct Selection {
     pub names: Vec<String>,
     /// Value of the `service` label.
     pub service: String,
+    /// Cgroup directories whose member processes (`cgroup.procs`) are roots too.
+    pub cgroups: Vec<PathBuf>,
+    /// Also export one series per process.
+    pub per_pid: bool,
 }
 
 /// Reads processes from a proc root.
@@ -30,6 +35,7 @@ pub struct Processes {
 }
 
 struct ProcInfo {
+    fds: Option<u64>,
     ppid: i32,
     comm: String,
     cpu_ticks: u64,
@@ -68,6 +74,9 @@ impl Processes {
             out.insert(
                 pid,
                 ProcInfo {
+                    fds: std::fs::read_dir(entry.path().join("fd"))
+                        .ok()
+                        .map(|d| d.count() as u64),
                     ppid: stat.ppid,
                     comm: stat.comm,
                     cpu_ticks: stat.utime + stat.stime,
@@ -119,13 +128,47 @@ impl Collector for Processes {
             .iter()
             .map(|(p, i)| (*p, (i.ppid, i.comm.as_str())))
             .collect();
-        let chosen = select(&view, &self.selection);
-        let (mut ticks, mut rss, mut threads) = (0u64, 0u64, 0i64);
-        for pid in &chosen {
+        let mut sel = self.selection.clone();
+        for dir in &self.selection.cgroups {
+            let procs = dir.join("cgroup.procs");
+            let text =
+                std::fs::read_to_string(&procs).map_err(|e| format!("{}: {e}", procs.display()))?;
+            sel.pids
+                .extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        let chosen = select(&view, &sel);
+        let (mut ticks, mut rss, mut threads, mut fds) = (0u64, 0u64, 0i64, 0u64);
+        let mut per_pid = [
+            Family::new(
+                "aifb_process_pid_cpu_seconds",
+                "CPU time of one process of the service",
+                Kind::Counter,
+            ),
+            Family::new(
+                "aifb_process_pid_resident_memory_bytes",
+                "Resident memory of one process of the service",
+                Kind::Gauge,
+            ),
+        ];
+        let mut sorted: Vec<&i32> = chosen.iter().collect();
+        sorted.sort();
+        for pid in sorted {
             if let Some(i) = procs.get(pid) {
                 ticks += i.cpu_ticks;
                 rss += i.rss_pages;
                 threads += i.threads;
+                fds += i.fds.unwrap_or(0);
+                if self.selection.per_pid {
+                    let labels = || {
+                        vec![
+                            ("service", self.selection.service.clone()),
+                            ("pid", pid.to_string()),
+                            ("name", i.comm.clone()),
+                        ]
+                    };
+                    per_pid[0].push(labels(), i.cpu_ticks as f64 / self.ticks_per_second);
+                    per_pid[1].push(labels(), i.rss_pages as f64 * self.page_size);
+                }
             }
         }
         let label = || vec![("service", self.selection.service.clone())];
@@ -151,6 +194,14 @@ impl Collector for Processes {
         f.push(label(), threads as f64);
         out.push(f);
         let mut f = Family::new(
+            "aifb_process_open_fds",
+            "Open file descriptors of the service's processes (those readable)",
+            Kind::Gauge,
+        );
+        f.push(label(), fds as f64);
+        out.push(f);
+        out.extend(per_pid);
+        let mut f = Family::new(
             "aifb_process_processes",
             "Processes of the service that are alive",
             Kind::Gauge,
@@ -173,6 +224,12 @@ mod tests {
              1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
         );
         std::fs::write(d.join("stat"), stat).unwrap();
+        if pid == 10 {
+            std::fs::create_dir_all(d.join("fd")).unwrap();
+            for fd in ["0", "1"] {
+                std::fs::write(d.join("fd").join(fd), "").unwrap();
+            }
+        }
     }
 
     #[test]
@@ -186,6 +243,8 @@ mod tests {
             pids: vec![10],
             names: vec![],
             service: "svc".into(),
+            cgroups: vec![],
+            per_pid: true,
         };
         let mut c = Processes {
             root: dir.path().into(),
@@ -200,9 +259,58 @@ mod tests {
             out[0].samples[0],
             (vec![("service", "svc".to_string())], 6.15)
         );
-        assert_eq!(out[1].samples[0].1, 60.0 * 4096.0);
-        assert_eq!(out[2].samples[0].1, 9.0);
-        assert_eq!(out[3].samples[0].1, 3.0);
+        let get = |name: &str| out.iter().find(|f| f.name == name).unwrap().samples.clone();
+        assert_eq!(
+            get("aifb_process_resident_memory_bytes")[0].1,
+            60.0 * 4096.0
+        );
+        assert_eq!(get("aifb_process_threads")[0].1, 9.0);
+        assert_eq!(get("aifb_process_processes")[0].1, 3.0);
+        assert_eq!(get("aifb_process_open_fds")[0].1, 2.0);
+        let per_pid = get("aifb_process_pid_cpu_seconds");
+        assert_eq!(per_pid.len(), 3);
+        assert_eq!(
+            per_pid[1].0,
+            vec![
+                ("service", "svc".to_string()),
+                ("pid", "11".to_string()),
+                ("name", "worker".to_string())
+            ]
+        );
+        assert_eq!(per_pid[1].1, 2.05);
+    }
+
+    #[test]
+    fn selects_a_cgroups_members() {
+        let dir = tempfile::tempdir().unwrap();
+        write_proc(dir.path(), 40, 1, "a", 10, 1);
+        write_proc(dir.path(), 41, 1, "b", 10, 1);
+        write_proc(dir.path(), 42, 41, "c", 10, 1);
+        let cg = dir.path().join("cg");
+        std::fs::create_dir_all(&cg).unwrap();
+        std::fs::write(cg.join("cgroup.procs"), "41\n").unwrap();
+        let sel = Selection {
+            service: "job".into(),
+            cgroups: vec![cg.clone()],
+            ..Selection::default()
+        };
+        let mut c = Processes::new(dir.path(), sel);
+        let mut out = Vec::new();
+        c.collect(&mut out).unwrap();
+        assert_eq!(
+            out.iter()
+                .find(|f| f.name == "aifb_process_processes")
+                .unwrap()
+                .samples[0]
+                .1,
+            2.0
+        );
+        std::fs::remove_file(cg.join("cgroup.procs")).unwrap();
+        assert!(
+            c.collect(&mut Vec::new())
+                .unwrap_err()
+                .contains("cgroup.procs")
+        );
     }
 
     #[test]
@@ -214,10 +322,19 @@ mod tests {
             pids: vec![31, 999],
             names: vec!["redis-server".into()],
             service: "redis".into(),
+            cgroups: vec![],
+            per_pid: false,
         };
         let mut c = Processes::new(dir.path(), sel);
         let mut out = Vec::new();
         c.collect(&mut out).unwrap();
-        assert_eq!(out[3].samples[0].1, 1.0);
+        assert_eq!(
+            out.iter()
+                .find(|f| f.name == "aifb_process_processes")
+                .unwrap()
+                .samples[0]
+                .1,
+            1.0
+        );
     }
 }
