@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of aifb, installing what the tests need first:
-#   - promtool (Debian package prometheus) for exposition checks,
+#   - promtool and prometheus (Debian package prometheus) for exposition checks and a
+#     real Prometheus scraping the exporter,
+#   - redis-server and PostgreSQL, probed by the exporter,
+
 #   - a Python venv with pyarrow (cached) to open the Parquet files as users will,
 #   - cargo-nextest when it is missing (falls back to cargo test).
 # Then: cargo fmt --check, cargo clippy -D warnings, the build, all tests and doctests.
@@ -28,6 +31,10 @@ if ! command -v cargo >/dev/null; then
   exit 2
 fi
 command -v promtool >/dev/null || apt_install prometheus
+command -v redis-server >/dev/null || apt_install redis-server
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+command -v setpriv >/dev/null || apt_install util-linux
+
 command -v python3 >/dev/null || apt_install python3 python3-venv
 
 venv="$cache/venv"

@@ -282,16 +282,18 @@ fn run(args: Args) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::input(format!("--web.listen-address {}: {e}", args.listen)))?;
         let addr = listener.local_addr().map_err(|e| Failure::check(e.to_string()))?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        println!("listening on {scheme}://{addr}/metrics");
         let app = App::new(scraper, settings);
         if let Some(every) = app_background(&args) {
             tokio::spawn(app.clone().background(every));
         }
+        // Ready: announce first, then say so on stdout.
         let record = discovery_record(&args, addr, State::Ready, &started_at);
         if let Some(r) = &record {
             announce(&args, r)?;
         }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{addr}/metrics");
+
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {

@@ -66,7 +66,7 @@ impl App {
     }
 
     /// One collection, shared with every scrape that arrives while it runs.
-    async fn collect(self: &Arc<Self>, deadline: Duration) -> Arc<String> {
+    pub async fn collect(self: &Arc<Self>, deadline: Duration) -> Arc<String> {
         let fut = {
             let mut slot = self.inflight.lock().await;
             match slot.as_ref() {
@@ -241,6 +241,122 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::{Collector, Family, Kind};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    /// Counts its runs, says when it starts, and holds until released.
+    struct Gate {
+        runs: Arc<AtomicUsize>,
+        started: mpsc::Sender<()>,
+        release: Arc<std::sync::Mutex<mpsc::Receiver<()>>>,
+    }
+    impl Collector for Gate {
+        fn name(&self) -> &'static str {
+            "gate"
+        }
+        fn collect(&mut self, out: &mut Vec<Family>) -> Result<(), String> {
+            let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+            let _ = self.started.send(());
+            let _ = self.release.lock().unwrap().recv();
+            out.push(Family::single(
+                "aifb_test_runs",
+                "runs",
+                Kind::Gauge,
+                n as f64,
+            ));
+            Ok(())
+        }
+    }
+
+    fn gated(
+        max_requests: usize,
+    ) -> (
+        Arc<App>,
+        Arc<AtomicUsize>,
+        mpsc::Receiver<()>,
+        mpsc::Sender<()>,
+    ) {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let gate = Gate {
+            runs: runs.clone(),
+            started: started_tx,
+            release: Arc::new(std::sync::Mutex::new(release_rx)),
+        };
+        let settings = Settings {
+            default_timeout: Duration::from_secs(30),
+            max_requests,
+            background: None,
+            auth: None,
+        };
+        (
+            App::new(Scraper::new(vec![Box::new(gate)]), settings),
+            runs,
+            started_rx,
+            release_tx,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_one_collection() {
+        let (app, runs, started, release) = gated(10);
+        let first = tokio::spawn({
+            let app = app.clone();
+            async move { app.collect(Duration::from_secs(30)).await }
+        });
+        tokio::task::spawn_blocking(move || started.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // The collection is running: a second scrape joins it (one poll is enough to join).
+        let mut second = Box::pin(app.collect(Duration::from_secs(30)));
+        let waker = futures_util::task::noop_waker();
+        assert!(
+            second
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+                .is_pending()
+        );
+        release.send(()).unwrap();
+        let (a, b) = (first.await.unwrap(), second.await);
+        assert!(Arc::ptr_eq(&a, &b), "both scrapes got the same collection");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // A later scrape collects afresh.
+        release.send(()).unwrap();
+        let c = app.collect(Duration::from_secs(30)).await;
+        assert!(c.contains("aifb_test_runs 2"), "{c}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn beyond_max_requests_the_answer_is_503_at_once() {
+        let (app, _runs, started, release) = gated(1);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, router(app), None, std::future::pending()));
+        let get = move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut r = String::new();
+            s.read_to_string(&mut r).unwrap();
+            r
+        };
+        let first = tokio::task::spawn_blocking(get);
+        tokio::task::spawn_blocking(move || started.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let second = tokio::task::spawn_blocking(get).await.unwrap();
+        assert!(second.starts_with("HTTP/1.0 503"), "{second}");
+        release.send(()).unwrap();
+        let first = first.await.unwrap();
+        assert!(
+            first.starts_with("HTTP/1.0 200") && first.contains("aifb_test_runs 1"),
+            "{first}"
+        );
+    }
 
     #[test]
     fn deadline_follows_prometheus_header() {
