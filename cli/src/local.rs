@@ -281,7 +281,12 @@ async fn drive(run: &mut Run, recipe: &Recipe) -> Result<usize, Failure> {
             "--web.listen-address".into(),
             addr.clone(),
         ];
-        for c in [Collector::Node, Collector::Process, Collector::Gpu] {
+        for c in [
+            Collector::Node,
+            Collector::Process,
+            Collector::Gpu,
+            Collector::Job,
+        ] {
             if !mon.exporter.collectors.contains(&c) {
                 argv.push(format!("--no-collector.{}", c.name()));
             }

@@ -243,7 +243,7 @@ pub struct ExporterSettings {
     /// Start the exporter next to the service.
     #[serde(default = "d_true")]
     pub enabled: bool,
-    /// Collectors to enable (`node`, `process`, `gpu`).
+    /// Collectors to enable (`node`, `process`, `gpu`, `job`).
     #[serde(default = "d_collectors")]
     pub collectors: Vec<Collector>,
 }
@@ -252,7 +252,12 @@ fn d_true() -> bool {
     true
 }
 fn d_collectors() -> Vec<Collector> {
-    vec![Collector::Node, Collector::Process, Collector::Gpu]
+    vec![
+        Collector::Node,
+        Collector::Process,
+        Collector::Gpu,
+        Collector::Job,
+    ]
 }
 
 impl Default for ExporterSettings {
@@ -274,6 +279,8 @@ pub enum Collector {
     Process,
     /// NVIDIA GPUs through NVML.
     Gpu,
+    /// The SLURM job's cgroup (exports nothing outside a job).
+    Job,
 }
 
 impl Collector {
@@ -283,6 +290,7 @@ impl Collector {
             Collector::Node => "node",
             Collector::Process => "process",
             Collector::Gpu => "gpu",
+            Collector::Job => "job",
         }
     }
 }

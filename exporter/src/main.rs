@@ -60,7 +60,11 @@ struct Args {
     /// Watch the processes of this cgroup directory (repeatable).
     #[arg(long = "process.cgroup")]
     cgroups: Vec<PathBuf>,
+    /// Watch the processes of this exporter's own SLURM job cgroup.
+    #[arg(long = "process.job")]
+    job_processes: bool,
     /// `service` label of the process series.
+
     #[arg(long = "process.service", default_value = "service")]
     service: String,
     /// Also export one series per process (cardinality follows the process count).
@@ -157,10 +161,29 @@ fn collectors(args: &Args) -> Result<Vec<Box<dyn Collector>>, Failure> {
         })?;
         pids.push(pid);
     }
-    let selected = !pids.is_empty() || !args.names.is_empty() || !args.cgroups.is_empty();
+    let mut cgroups = args.cgroups.clone();
+    if args.job_processes {
+        let own = args.procfs.join("self/cgroup");
+        let text = std::fs::read_to_string(&own)
+            .map_err(|e| Failure::input(format!("--process.job: {}: {e}", own.display())))?;
+        let dir = match aifb_exporter::collector::cgroup::job_cgroup(&text, &args.cgroupfs) {
+            Some(aifb_exporter::collector::cgroup::JobCgroup::V2 { dir, .. }) => dir,
+            Some(aifb_exporter::collector::cgroup::JobCgroup::V1 {
+                memory: Some(dir), ..
+            }) => dir,
+            _ => {
+                return Err(Failure::input(
+                    "--process.job: this exporter is not inside a SLURM job cgroup",
+                ));
+            }
+        };
+        cgroups.push(dir);
+    }
+    let selected = !pids.is_empty() || !args.names.is_empty() || !cgroups.is_empty();
+
     if args.process_on && !selected {
         return Err(Failure::input(
-            "--collector.process needs --process.pid, --process.pid-file, --process.name or --process.cgroup",
+            "--collector.process needs --process.pid, --process.pid-file, --process.name, --process.cgroup or --process.job",
         ));
     }
     if selected && !args.process_off {
@@ -168,7 +191,8 @@ fn collectors(args: &Args) -> Result<Vec<Box<dyn Collector>>, Failure> {
             pids,
             names: args.names.clone(),
             service: args.service.clone(),
-            cgroups: args.cgroups.clone(),
+            cgroups,
+
             per_pid: args.per_pid,
         };
         out.push(Box::new(Processes::new(&args.procfs, sel)));

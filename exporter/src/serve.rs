@@ -329,6 +329,66 @@ mod tests {
         assert!(c.contains("aifb_test_runs 2"), "{c}");
     }
 
+    /// Counts its runs; never blocks.
+    struct Counter(Arc<AtomicUsize>);
+    impl Collector for Counter {
+        fn name(&self) -> &'static str {
+            "counter"
+        }
+        fn collect(&mut self, out: &mut Vec<Family>) -> Result<(), String> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            out.push(Family::single(
+                "aifb_test_runs",
+                "runs",
+                Kind::Gauge,
+                n as f64,
+            ));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_collection_serves_the_latest_result() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let every = Duration::from_secs(3600);
+        let settings = Settings {
+            default_timeout: Duration::from_secs(5),
+            max_requests: 4,
+            background: Some(every),
+            auth: None,
+        };
+        let app = App::new(
+            Scraper::new(vec![Box::new(Counter(runs.clone()))]),
+            settings,
+        );
+        tokio::spawn(app.clone().background(every));
+        // The first tick collects at once; wait for its result to be published.
+        while app.latest.read().await.is_none() {
+            tokio::task::yield_now().await;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, router(app), None, std::future::pending()));
+        for _ in 0..3 {
+            let body = tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+                let mut r = String::new();
+                s.read_to_string(&mut r).unwrap();
+                r
+            })
+            .await
+            .unwrap();
+            assert!(body.contains("aifb_test_runs 1"), "{body}");
+        }
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "scrapes did not trigger collections"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn beyond_max_requests_the_answer_is_503_at_once() {
         let (app, _runs, started, release) = gated(1);

@@ -89,7 +89,32 @@ impl Processes {
     }
 }
 
+/// PIDs in a cgroup and its sub-cgroups (in cgroup v2 a job's processes live in leaves
+/// such as `step_0/user/task_0`, not in the job directory itself).
+fn cgroup_members(dir: &std::path::Path) -> Result<Vec<i32>, String> {
+    let procs = dir.join("cgroup.procs");
+    let text = std::fs::read_to_string(&procs).map_err(|e| format!("{}: {e}", procs.display()))?;
+    let mut out: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let mut stack: Vec<(std::path::PathBuf, u32)> = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if depth < 8 && p.is_dir() {
+                if let Ok(t) = std::fs::read_to_string(p.join("cgroup.procs")) {
+                    out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+                }
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The selected PIDs: roots by PID or name, then every descendant.
+
 fn select(all: &HashMap<i32, (i32, &str)>, sel: &Selection) -> HashSet<i32> {
     let mut chosen: HashSet<i32> = sel
         .pids
@@ -130,11 +155,7 @@ impl Collector for Processes {
             .collect();
         let mut sel = self.selection.clone();
         for dir in &self.selection.cgroups {
-            let procs = dir.join("cgroup.procs");
-            let text =
-                std::fs::read_to_string(&procs).map_err(|e| format!("{}: {e}", procs.display()))?;
-            sel.pids
-                .extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            sel.pids.extend(cgroup_members(dir)?);
         }
         let chosen = select(&view, &sel);
         let (mut ticks, mut rss, mut threads, mut fds) = (0u64, 0u64, 0i64, 0u64);
@@ -288,7 +309,10 @@ mod tests {
         write_proc(dir.path(), 42, 41, "c", 10, 1);
         let cg = dir.path().join("cg");
         std::fs::create_dir_all(&cg).unwrap();
-        std::fs::write(cg.join("cgroup.procs"), "41\n").unwrap();
+        std::fs::write(cg.join("cgroup.procs"), "").unwrap();
+        std::fs::create_dir_all(cg.join("step_0/task_0")).unwrap();
+        std::fs::write(cg.join("step_0/task_0/cgroup.procs"), "41\n").unwrap();
+
         let sel = Selection {
             service: "job".into(),
             cgroups: vec![cg.clone()],
