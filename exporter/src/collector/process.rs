@@ -114,7 +114,6 @@ fn cgroup_members(dir: &std::path::Path) -> Result<Vec<i32>, String> {
 }
 
 /// The selected PIDs: roots by PID or name, then every descendant.
-
 fn select(all: &HashMap<i32, (i32, &str)>, sel: &Selection) -> HashSet<i32> {
     let mut chosen: HashSet<i32> = sel
         .pids
