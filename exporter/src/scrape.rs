@@ -19,7 +19,7 @@ type Shared = Arc<Mutex<Box<dyn Collector>>>;
 /// The set of enabled collectors.
 #[derive(Clone)]
 pub struct Scraper {
-    collectors: Vec<(&'static str, Shared)>,
+    collectors: Vec<(&'static str, Shared, bool)>,
 }
 
 /// What one collector produced in one scrape.
@@ -53,26 +53,40 @@ impl Scraper {
         Self {
             collectors: collectors
                 .into_iter()
-                .map(|c| (c.name(), Arc::new(Mutex::new(c))))
+                .map(|c| (c.name(), c.may_block(), c))
+                .map(|(name, blocks, c)| (name, Arc::new(Mutex::new(c)), blocks))
                 .collect(),
         }
     }
 
     /// Names of the collectors, in order.
     pub fn names(&self) -> Vec<&'static str> {
-        self.collectors.iter().map(|(n, _)| *n).collect()
+        self.collectors.iter().map(|(n, _, _)| *n).collect()
     }
 
-    /// Runs every collector once, in parallel, waiting at most `deadline`. Returns all
-    /// families, health families included.
+    /// Runs every collector once, waiting at most `deadline`: those that may block each on
+    /// a thread of their own, the others together on one. Returns all families, health
+    /// families included.
     pub async fn collect(&self, deadline: Duration) -> Vec<Family> {
         let start = Instant::now();
-        let handles: Vec<_> = self
+        let (local, isolated): (Vec<_>, Vec<_>) = self
             .collectors
             .iter()
-            .map(|(name, c)| {
-                let c = c.clone();
-                (*name, tokio::task::spawn_blocking(move || run_one(&c)))
+            .cloned()
+            .partition(|(_, _, blocks)| !blocks);
+        let mut groups: Vec<Vec<(&'static str, Shared, bool)>> =
+            isolated.into_iter().map(|c| vec![c]).collect();
+        if !local.is_empty() {
+            groups.insert(0, local);
+        }
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|group| {
+                let names: Vec<&'static str> = group.iter().map(|(n, _, _)| *n).collect();
+                let task = tokio::task::spawn_blocking(move || {
+                    group.iter().map(|(_, c, _)| run_one(c)).collect::<Vec<_>>()
+                });
+                (names, task)
             })
             .collect();
         let mut out = Vec::new();
@@ -86,24 +100,40 @@ impl Scraper {
             "Time the collector took in this scrape",
             Kind::Gauge,
         );
-        for (name, handle) in handles {
+        let mut outcomes: Vec<(&'static str, Outcome)> = Vec::new();
+        for (names, handle) in handles {
             let left = deadline.saturating_sub(start.elapsed());
-            let outcome = match tokio::time::timeout(left, handle).await {
-                Ok(Ok(o)) => o,
-                Ok(Err(e)) => Outcome {
-                    families: vec![],
-                    error: Some(format!("collector panicked: {e}")),
-                    took: start.elapsed(),
-                },
-                Err(_) => Outcome {
-                    families: vec![],
-                    error: Some(format!(
+            match tokio::time::timeout(left, handle).await {
+                Ok(Ok(results)) => outcomes.extend(names.into_iter().zip(results)),
+                Ok(Err(e)) => outcomes.extend(names.into_iter().map(|n| {
+                    (
+                        n,
+                        Outcome {
+                            families: vec![],
+                            error: Some(format!("collector panicked: {e}")),
+                            took: start.elapsed(),
+                        },
+                    )
+                })),
+                Err(_) => outcomes.extend(names.into_iter().map(|n| {
+                    let error = format!(
                         "did not finish within the {:.1}s scrape deadline",
                         deadline.as_secs_f64()
-                    )),
-                    took: start.elapsed(),
-                },
-            };
+                    );
+                    (
+                        n,
+                        Outcome {
+                            families: vec![],
+                            error: Some(error),
+                            took: start.elapsed(),
+                        },
+                    )
+                })),
+            }
+        }
+        let order = self.names();
+        outcomes.sort_by_key(|(n, _)| order.iter().position(|o| o == n));
+        for (name, outcome) in outcomes {
             if let Some(e) = &outcome.error {
                 tracing::debug!("collector {name} failed: {e}");
             }
@@ -129,7 +159,7 @@ impl Scraper {
 
 /// Families frozen for one encoding.
 #[derive(Debug)]
-struct Snapshot(Vec<Family>);
+struct Snapshot(std::sync::Arc<Vec<Family>>);
 
 fn encode_families(
     families: &[Family],
@@ -173,7 +203,7 @@ impl prometheus_client::collector::Collector for Snapshot {
 }
 
 /// Encodes families as OpenMetrics text.
-pub fn encode(families: Vec<Family>) -> String {
+pub fn encode(families: std::sync::Arc<Vec<Family>>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshot(families)));
     let mut text = String::new();
@@ -181,6 +211,71 @@ pub fn encode(families: Vec<Family>) -> String {
         tracing::warn!("encoding failed: {e}");
     }
     text
+}
+
+fn escape_label(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn push_value(v: f64, out: &mut String) {
+    use std::fmt::Write;
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Encodes families directly in the classic text format (what `promtool` and scrapers
+/// that do not ask for OpenMetrics read): counters take their `_total` name, info families
+/// become gauges named `_info`.
+pub fn encode_classic(families: &[Family]) -> String {
+    let mut out = String::with_capacity(families.len() * 160);
+    for f in families.iter().filter(|f| !f.samples.is_empty()) {
+        let (suffix, kind) = match f.kind {
+            Kind::Counter => ("_total", "counter"),
+            Kind::Gauge => ("", "gauge"),
+            Kind::Info => ("_info", "gauge"),
+        };
+        for line in [("# HELP ", f.help), ("# TYPE ", kind)] {
+            out.push_str(line.0);
+            out.push_str(f.name);
+            out.push_str(suffix);
+            out.push(' ');
+            out.push_str(line.1);
+            out.push('\n');
+        }
+        for (labels, value) in &f.samples {
+            out.push_str(f.name);
+            out.push_str(suffix);
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(k);
+                    out.push_str("=\"");
+                    escape_label(v, &mut out);
+                    out.push('"');
+                }
+                out.push('}');
+            }
+            out.push(' ');
+            push_value(if f.kind == Kind::Info { 1.0 } else { *value }, &mut out);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -222,6 +317,9 @@ mod tests {
         fn name(&self) -> &'static str {
             "hanging"
         }
+        fn may_block(&self) -> bool {
+            true
+        }
         fn collect(&mut self, _: &mut Vec<Family>) -> Result<(), String> {
             let _ = self.0.recv();
             Ok(())
@@ -229,7 +327,14 @@ mod tests {
     }
 
     fn samples(families: Vec<Family>) -> Vec<aifb_core::promtext::Sample> {
-        aifb_core::promtext::parse(&aifb_core::promtext::to_classic(&encode(families))).unwrap()
+        let families = std::sync::Arc::new(families);
+        let direct = aifb_core::promtext::parse(&encode_classic(&families)).unwrap();
+        let via_openmetrics =
+            aifb_core::promtext::parse(&aifb_core::promtext::to_classic(&encode(families)))
+                .unwrap();
+        // Both encodings say the same thing.
+        assert_eq!(format!("{direct:?}"), format!("{via_openmetrics:?}"));
+        direct
     }
 
     fn get(

@@ -41,14 +41,17 @@ pub struct Settings {
     pub auth: Option<BasicAuth>,
 }
 
-type Collection = Shared<BoxFuture<'static, Arc<String>>>;
+/// The families of one collection.
+pub type Collected = Arc<Vec<crate::collector::Family>>;
+
+type Collection = Shared<BoxFuture<'static, Collected>>;
 
 /// Shared state of the server.
 pub struct App {
     scraper: Scraper,
     settings: Settings,
     inflight: Mutex<Option<Collection>>,
-    latest: RwLock<Option<Arc<String>>>,
+    latest: RwLock<Option<Collected>>,
     limit: Semaphore,
 }
 
@@ -66,17 +69,16 @@ impl App {
     }
 
     /// One collection, shared with every scrape that arrives while it runs.
-    pub async fn collect(self: &Arc<Self>, deadline: Duration) -> Arc<String> {
+    pub async fn collect(self: &Arc<Self>, deadline: Duration) -> Collected {
         let fut = {
             let mut slot = self.inflight.lock().await;
             match slot.as_ref() {
                 Some(f) => f.clone(),
                 None => {
                     let scraper = self.scraper.clone();
-                    let f =
-                        async move { Arc::new(scrape::encode(scraper.collect(deadline).await)) }
-                            .boxed()
-                            .shared();
+                    let f = async move { Arc::new(scraper.collect(deadline).await) }
+                        .boxed()
+                        .shared();
                     *slot = Some(f.clone());
                     f
                 }
@@ -137,7 +139,19 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         }
     };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, body) = aifb_core::promtext::negotiate(accept, text.as_ref().clone());
+    let (content_type, body) = if accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+    {
+        (
+            aifb_core::promtext::OPENMETRICS_CONTENT_TYPE,
+            scrape::encode(text),
+        )
+    } else {
+        (
+            aifb_core::promtext::CLASSIC_CONTENT_TYPE,
+            scrape::encode_classic(&text),
+        )
+    };
+
     let gzip = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -326,6 +340,7 @@ mod tests {
         // A later scrape collects afresh.
         release.send(()).unwrap();
         let c = app.collect(Duration::from_secs(30)).await;
+        let c = scrape::encode_classic(&c);
         assert!(c.contains("aifb_test_runs 2"), "{c}");
     }
 

@@ -330,6 +330,10 @@ impl Collector for Gpu {
         "gpu"
     }
 
+    fn may_block(&self) -> bool {
+        true
+    }
+
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<(), String> {
         let readings = match self.backend.read() {
             Ok(r) => {

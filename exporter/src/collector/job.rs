@@ -41,6 +41,8 @@ pub struct Job {
     cgroupfs: PathBuf,
     pid: String,
     env: JobEnv,
+    /// A process does not change jobs: its cgroup is looked up once.
+    resolved: Option<Option<JobCgroup>>,
 }
 
 impl Job {
@@ -56,6 +58,7 @@ impl Job {
             cgroupfs: cgroupfs.into(),
             pid: pid.to_string(),
             env,
+            resolved: None,
         }
     }
 }
@@ -69,9 +72,16 @@ impl Collector for Job {
 
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<(), String> {
         let cgroup_file = self.procfs.join(&self.pid).join("cgroup");
-        let text = std::fs::read_to_string(&cgroup_file)
-            .map_err(|e| format!("{}: {e}", cgroup_file.display()))?;
-        let found = job_cgroup(&text, &self.cgroupfs);
+        let found = match &self.resolved {
+            Some(found) => found.clone(),
+            None => {
+                let text = std::fs::read_to_string(&cgroup_file)
+                    .map_err(|e| format!("{}: {e}", cgroup_file.display()))?;
+                let found = job_cgroup(&text, &self.cgroupfs);
+                self.resolved = Some(found.clone());
+                found
+            }
+        };
         let (job_from_cgroup, step_from_cgroup) = match &found {
             Some(JobCgroup::V2 { job, step, .. }) | Some(JobCgroup::V1 { job, step, .. }) => {
                 (Some(job.clone()), step.clone())
@@ -376,7 +386,11 @@ mod tests {
             &cg.join("system.slice/slurmstepd.scope/job_9/cgroup.controllers"),
             "",
         );
+        // The first collector resolved "not in a job" once and keeps it.
+        assert!(c.collect(&mut Vec::new()).is_ok());
+        let mut c = Job::new(&proc_root, &cg, "self", JobEnv::default());
         assert!(c.collect(&mut Vec::new()).unwrap_err().contains("cpu.stat"));
+
         assert!(
             Job::new(t.path().join("none"), &cg, "self", JobEnv::default())
                 .collect(&mut Vec::new())

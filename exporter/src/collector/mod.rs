@@ -59,6 +59,13 @@ impl Family {
 pub trait Collector: Send {
     /// Name used in flags (`--collector.NAME`) and in `aifb_scrape_collector_success`.
     fn name(&self) -> &'static str;
+    /// True when a call may block for long (network, driver): such a collector runs on a
+    /// thread of its own so that the scrape deadline can leave it behind. Collectors that
+    /// only read local files share one thread.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     /// Appends this scrape's families. An error marks the collector failed for this scrape;
     /// families pushed before the error are still exposed.
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<(), String>;

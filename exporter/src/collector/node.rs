@@ -25,6 +25,34 @@ const MODES: [&str; 8] = [
     "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
 ];
 
+/// MemTotal and MemAvailable (bytes) from `/proc/meminfo`; kernels older than 3.14 lack
+/// MemAvailable, for which MemFree + Cached stands in. Only the lines needed are parsed:
+/// this runs on every scrape.
+pub fn parse_meminfo(text: &str) -> Option<(f64, f64)> {
+    let (mut total, mut available, mut free, mut cached) = (None, None, None, None);
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let slot = match key {
+            "MemTotal" => &mut total,
+            "MemAvailable" => &mut available,
+            "MemFree" => &mut free,
+            "Cached" => &mut cached,
+            _ => continue,
+        };
+        let mut words = rest.split_whitespace();
+        let value: f64 = words.next()?.parse().ok()?;
+        *slot = Some(if words.next() == Some("kB") {
+            value * 1024.0
+        } else {
+            value
+        });
+    }
+    let available = available.or_else(|| Some(free? + cached?))?;
+    Some((total?, available))
+}
+
 /// Parses the aggregate `cpu` line of `/proc/stat` into seconds per mode.
 pub fn parse_cpu_line(
     stat: &str,
@@ -72,15 +100,16 @@ impl Collector for Node {
         }
         out.push(cpu);
         let meminfo_path = self.root.join("meminfo");
-        let mem = procfs::Meminfo::from_file(&meminfo_path)
+        let meminfo = std::fs::read_to_string(&meminfo_path)
             .map_err(|e| format!("{}: {e}", meminfo_path.display()))?;
+        let (total, available) = parse_meminfo(&meminfo)
+            .ok_or_else(|| format!("{}: no MemTotal and MemAvailable", meminfo_path.display()))?;
         out.push(Family::single(
             "aifb_node_memory_total_bytes",
             "Total usable memory",
             Kind::Gauge,
-            mem.mem_total as f64,
+            total,
         ));
-        let available = mem.mem_available.unwrap_or(mem.mem_free + mem.cached);
         if let Ok(load) = std::fs::read_to_string(self.root.join("loadavg")) {
             let v: Vec<f64> = load
                 .split_whitespace()
@@ -132,13 +161,11 @@ impl Collector for Node {
             "aifb_node_memory_available_bytes",
             "Memory available for new work without swapping",
             Kind::Gauge,
-            available as f64,
+            available,
         ));
         Ok(())
     }
 }
-
-use procfs::FromRead;
 
 #[cfg(test)]
 mod tests {
@@ -197,6 +224,13 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn meminfo_lines() {
+        let old_kernel = "MemTotal: 100 kB\nMemFree: 10 kB\nCached: 5 kB\n";
+        assert_eq!(parse_meminfo(old_kernel), Some((102_400.0, 15_360.0)));
+        assert_eq!(parse_meminfo("MemFree: 1 kB\n"), None);
     }
 
     #[test]

@@ -312,6 +312,10 @@ impl Collector for Probes {
         "probe"
     }
 
+    fn may_block(&self) -> bool {
+        true
+    }
+
     fn collect(&mut self, out: &mut Vec<Family>) -> Result<(), String> {
         let mut up = Family::new(
             "aifb_service_up",
