@@ -18,13 +18,16 @@ pub mod clock;
 pub mod discovery;
 pub mod duration;
 pub mod exit;
+#[cfg(feature = "parquet")]
 pub mod metrics;
 pub mod promtext;
 pub mod recipe;
+#[cfg(feature = "parquet")]
 pub mod requests;
 pub mod run;
 pub mod yamlpath;
 
+#[cfg(feature = "parquet")]
 pub mod parquet_util;
 
 /// The aifb version, written into lock files, manifests and `_build_info` series.
