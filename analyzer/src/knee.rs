@@ -1,19 +1,89 @@
-//! Kneedle (Satopää et al., 2011) for concave, increasing curves such as throughput versus
-//! load, following kneed 0.9.0 with `interp_method="interp1d"` and `online=False`:
-//! normalise x and y to [0, 1], take the difference curve `y − x`, find its local maxima
-//! and minima (non-strict, as `argrelextrema` with `>=`/`<=`), and declare the knee at the
-//! first maximum after which the difference curve falls below
-//! `max − S·mean(Δx_normalised)`.
+//! Kneedle (Satopää et al., 2011), following kneed 0.9.0: every curve shape and direction,
+//! `interp1d` or polynomial smoothing, offline (first knee) or online (last knee), and the
+//! 0.9.0 handling of uneven x spacing when the curve is mirrored.
+//!
+//! Steps: smooth y (identity, or a least-squares polynomial); normalise x and y to [0, 1];
+//! turn the curve into a concave increasing one (mirroring y, and for mirrored curves the
+//! x axis too); take the difference curve `y − x`; find its local maxima and minima
+//! (non-strict, with endpoints compared to themselves, as scipy's `argrelextrema`); walk
+//! the curve and declare a knee where the difference falls below the last maximum's
+//! threshold `max − S·mean(Δx)`.
 
-/// The knee: its x, y and normalised x.
+/// Shape of the curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    /// Bends down (a knee), e.g. throughput versus load.
+    Concave,
+    /// Bends up (an elbow), e.g. latency versus load.
+    Convex,
+}
+
+/// Direction of the curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// y grows with x.
+    Increasing,
+    /// y falls with x.
+    Decreasing,
+}
+
+/// Smoothing before the search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Smoothing {
+    /// The data as given (kneed's `interp1d` at the data points).
+    Interp1d,
+    /// A least-squares polynomial of this degree.
+    Polynomial(usize),
+}
+
+/// Kneedle parameters (kneed's defaults: S = 1, concave, increasing, interp1d, offline).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Sensitivity S.
+    pub sensitivity: f64,
+    /// Shape.
+    pub curve: Curve,
+    /// Direction.
+    pub direction: Direction,
+    /// Smoothing.
+    pub smoothing: Smoothing,
+    /// Keep scanning after the first knee and return the last one.
+    pub online: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            sensitivity: 1.0,
+            curve: Curve::Concave,
+            direction: Direction::Increasing,
+            smoothing: Smoothing::Interp1d,
+            online: false,
+        }
+    }
+}
+
+/// The knee: its index, x and y.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Knee {
-    /// Index of the knee point.
+    /// Index of the knee point in the input.
     pub index: usize,
     /// x at the knee.
     pub x: f64,
-    /// y at the knee.
+    /// y at the knee (raw data).
     pub y: f64,
+    /// x at the knee, normalised to [0, 1] (on the mirrored axis for mirrored curves, as
+    /// kneed reports it).
+    pub norm_x: f64,
+}
+
+/// The result: the knee (`None` when there is none) and every knee found on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The knee.
+    pub knee: Option<Knee>,
+    /// x of every knee found, in detection order, without repeats.
+    pub all: Vec<f64>,
 }
 
 fn normalize(v: &[f64]) -> Option<Vec<f64>> {
@@ -23,9 +93,8 @@ fn normalize(v: &[f64]) -> Option<Vec<f64>> {
     (span > 0.0 && span.is_finite()).then(|| v.iter().map(|a| (a - lo) / span).collect())
 }
 
-/// Indices i where `cmp(d[i], d[i-1]) && cmp(d[i], d[i+1])`, endpoints excluded (scipy's
-/// default `mode='clip'` compares an endpoint with itself, which `>=` always passes; kneed
-/// relies on that, so endpoints are included as scipy does).
+/// Indices where `cmp(d[i], d[i-1]) && cmp(d[i], d[i+1])`, endpoints compared with
+/// themselves (scipy's `mode='clip'`).
 fn extrema(d: &[f64], cmp: impl Fn(f64, f64) -> bool) -> Vec<usize> {
     let n = d.len();
     (0..n)
@@ -37,48 +106,176 @@ fn extrema(d: &[f64], cmp: impl Fn(f64, f64) -> bool) -> Vec<usize> {
         .collect()
 }
 
-/// Finds the knee of a concave, increasing curve. `x` must be increasing. Returns `None`
-/// when the curve has no knee (a straight line, fewer than 3 points, constant data).
-pub fn concave_increasing(x: &[f64], y: &[f64], sensitivity: f64) -> Option<Knee> {
-    let n = x.len();
-    if n < 3 || y.len() != n {
-        return None;
+/// Least-squares polynomial of `degree` through (x, y), evaluated at x. Columns of the
+/// Vandermonde matrix are scaled to unit norm and the system is solved by Householder QR,
+/// as numpy's `polyfit` scales before its least-squares solve.
+pub fn polyfit_eval(x: &[f64], y: &[f64], degree: usize) -> Option<Vec<f64>> {
+    let (n, m) = (x.len(), degree + 1);
+    if n <= m {
+        // As many coefficients as points or more: the least-squares (minimum-norm)
+        // polynomial passes through every point.
+        return Some(y.to_vec());
     }
-    let xn = normalize(x)?;
-    let yn = normalize(y)?;
+
+    let mut a: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..m).map(|j| x[i].powi((degree - j) as i32)).collect())
+        .collect();
+    let scale: Vec<f64> = (0..m)
+        .map(|j| (0..n).map(|i| a[i][j] * a[i][j]).sum::<f64>().sqrt())
+        .collect();
+    for row in a.iter_mut() {
+        for j in 0..m {
+            if scale[j] > 0.0 {
+                row[j] /= scale[j];
+            }
+        }
+    }
+    let mut b = y.to_vec();
+    // Householder QR, applied to b as we go.
+    for k in 0..m {
+        let norm = (k..n).map(|i| a[i][k] * a[i][k]).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return None;
+        }
+        let alpha = if a[k][k] > 0.0 { -norm } else { norm };
+        let mut v: Vec<f64> = (k..n).map(|i| a[i][k]).collect();
+        v[0] -= alpha;
+        let vnorm2: f64 = v.iter().map(|t| t * t).sum();
+        if vnorm2 == 0.0 {
+            continue;
+        }
+        for j in k..m {
+            let dot: f64 = (k..n).map(|i| v[i - k] * a[i][j]).sum();
+            let f = 2.0 * dot / vnorm2;
+            for i in k..n {
+                a[i][j] -= f * v[i - k];
+            }
+        }
+        let dot: f64 = (k..n).map(|i| v[i - k] * b[i]).sum();
+        let f = 2.0 * dot / vnorm2;
+        for i in k..n {
+            b[i] -= f * v[i - k];
+        }
+    }
+    let mut coef = vec![0.0; m];
+    for k in (0..m).rev() {
+        let s: f64 = ((k + 1)..m).map(|j| a[k][j] * coef[j]).sum();
+        if a[k][k] == 0.0 {
+            return None;
+        }
+        coef[k] = (b[k] - s) / a[k][k];
+    }
+    for j in 0..m {
+        if scale[j] > 0.0 {
+            coef[j] /= scale[j];
+        }
+    }
+    Some(
+        x.iter()
+            .map(|&xi| coef.iter().fold(0.0, |acc, c| acc * xi + c))
+            .collect(),
+    )
+}
+
+/// Finds the knee of (x, y); `x` must be increasing.
+pub fn find(x: &[f64], y: &[f64], p: &Params) -> Found {
+    let none = Found {
+        knee: None,
+        all: Vec::new(),
+    };
+    let n = x.len();
+    if n < 2 || y.len() != n {
+        return none;
+    }
+    let smooth = match p.smoothing {
+        Smoothing::Interp1d => y.to_vec(),
+        Smoothing::Polynomial(d) => match polyfit_eval(x, y, d) {
+            Some(s) => s,
+            None => return none,
+        },
+    };
+    let (Some(xn0), Some(yn0)) = (normalize(x), normalize(&smooth)) else {
+        return none;
+    };
+    let rev = |v: &[f64]| v.iter().rev().cloned().collect::<Vec<f64>>();
+    let (yn, mirrored) = match (p.curve, p.direction) {
+        (Curve::Concave, Direction::Increasing) => (yn0, false),
+        (Curve::Concave, Direction::Decreasing) => (rev(&yn0), true),
+        (Curve::Convex, Direction::Decreasing) => (yn0.iter().map(|v| 1.0 - v).collect(), false),
+        (Curve::Convex, Direction::Increasing) => {
+            (rev(&yn0.iter().map(|v| 1.0 - v).collect::<Vec<_>>()), true)
+        }
+    };
+    // A mirrored curve runs along a mirrored x axis: with uneven spacing the distances
+    // from the far end are what matter.
+    let xn: Vec<f64> = if mirrored {
+        rev(&xn0).iter().map(|v| 1.0 - v).collect()
+    } else {
+        xn0.clone()
+    };
     let diff: Vec<f64> = yn.iter().zip(&xn).map(|(a, b)| a - b).collect();
     let maxima = extrema(&diff, |a, b| a >= b);
     let minima = extrema(&diff, |a, b| a <= b);
-    let first = *maxima.first()?;
-    let mean_step = xn.windows(2).map(|w| w[1] - w[0]).sum::<f64>() / (n - 1) as f64;
+    let Some(&first) = maxima.first() else {
+        return none;
+    };
+    let mean_step = xn0.windows(2).map(|w| w[1] - w[0]).sum::<f64>() / (n - 1) as f64;
     let thresholds: Vec<f64> = maxima
         .iter()
-        .map(|&i| diff[i] - sensitivity * mean_step.abs())
+        .map(|&i| diff[i] - p.sensitivity * mean_step.abs())
         .collect();
-    let mut threshold = 0.0;
-    let mut threshold_index = 0usize;
-    let mut maxima_seen = 0usize;
+    let (mut threshold, mut threshold_index, mut seen) = (0.0, 0usize, 0usize);
+    let mut found = Found {
+        knee: None,
+        all: Vec::new(),
+    };
     for i in first..n {
-        if i == n - 1 {
+        if xn[i] == 1.0 {
             break;
         }
         if maxima.contains(&i) {
-            threshold = thresholds[maxima_seen];
+            threshold = thresholds[seen];
             threshold_index = i;
-            maxima_seen += 1;
+            seen += 1;
         }
         if minima.contains(&i) {
             threshold = 0.0;
         }
-        if diff[i + 1] < threshold {
-            return Some(Knee {
-                index: threshold_index,
-                x: x[threshold_index],
-                y: y[threshold_index],
-            });
+        if i + 1 < n && diff[i + 1] < threshold {
+            let index = if mirrored {
+                n - 1 - threshold_index
+            } else {
+                threshold_index
+            };
+            let knee = Knee {
+                index,
+                x: x[index],
+                y: y[index],
+                norm_x: xn[threshold_index],
+            };
+            if !found.all.contains(&knee.x) {
+                found.all.push(knee.x);
+            }
+            found.knee = Some(knee);
+            if !p.online {
+                return found;
+            }
         }
     }
-    None
+    found
+}
+
+/// The knee of a concave, increasing curve (throughput versus load) with kneed's defaults.
+pub fn concave_increasing(x: &[f64], y: &[f64], sensitivity: f64) -> Option<Knee> {
+    find(
+        x,
+        y,
+        &Params {
+            sensitivity,
+            ..Params::default()
+        },
+    )
+    .knee
 }
 
 #[cfg(test)]
@@ -89,8 +286,7 @@ mod tests {
     fn saturating_throughput_has_its_knee_at_saturation() {
         let x = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
         let y = [1.0, 2.0, 4.0, 8.0, 15.0, 15.5, 15.2];
-        let k = concave_increasing(&x, &y, 1.0).unwrap();
-        assert_eq!(k.x, 16.0);
+        assert_eq!(concave_increasing(&x, &y, 1.0).unwrap().x, 16.0);
     }
 
     #[test]
@@ -99,5 +295,15 @@ mod tests {
         assert_eq!(concave_increasing(&x, &x, 1.0), None);
         assert_eq!(concave_increasing(&[1.0, 2.0], &[1.0, 2.0], 1.0), None);
         assert_eq!(concave_increasing(&x, &[2.0; 4], 1.0), None);
+    }
+
+    #[test]
+    fn polynomial_fit_recovers_a_cubic() {
+        let x: Vec<f64> = (0..20).map(f64::from).collect();
+        let y: Vec<f64> = x.iter().map(|v| 2.0 * v * v * v - v + 3.0).collect();
+        let fit = polyfit_eval(&x, &y, 3).unwrap();
+        for (a, b) in fit.iter().zip(&y) {
+            assert!((a - b).abs() < 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+        }
     }
 }
