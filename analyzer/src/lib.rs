@@ -6,8 +6,12 @@
 //! | [`knee`] | the Kneedle knee (matches kneed 0.9.0 for concave, increasing curves) |
 //! | [`report`] | the report: saturation summary, report.md and report.json |
 //! | [`plot`] | SVG plots with an embedded font |
+//! | [`table`] | two-column CSV input with located errors |
+//! | [`usl`] | the Universal Scalability Law: model, closed forms and fit |
 
 pub mod knee;
 pub mod plot;
 pub mod report;
 pub mod stages;
+pub mod table;
+pub mod usl;

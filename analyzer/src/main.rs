@@ -34,12 +34,75 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// The Kneedle knee of a curve given as a two-column CSV (x, y), as kneed 0.9.0 finds it.
+    Knee {
+        /// CSV with x and y columns (x increasing; a header line is allowed).
+        #[arg(long)]
+        input: PathBuf,
+        /// Shape: concave (a knee) or convex (an elbow).
+        #[arg(long, value_enum, default_value = "concave")]
+        curve: CurveArg,
+        /// Direction of the curve.
+        #[arg(long, value_enum, default_value = "increasing")]
+        direction: DirectionArg,
+        /// Sensitivity S.
+        #[arg(short = 'S', long = "sensitivity", default_value_t = 1.0)]
+        sensitivity: f64,
+        /// Smooth with a least-squares polynomial of this degree instead of using the data as is.
+        #[arg(long)]
+        polynomial: Option<usize>,
+        /// Return the last knee instead of the first.
+        #[arg(long)]
+        online: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Fit the Universal Scalability Law to a two-column CSV (N, X).
+    Usl {
+        /// CSV with concurrency N and throughput X columns.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CurveArg {
+    Concave,
+    Convex,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DirectionArg {
+    Increasing,
+    Decreasing,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Report { run, format } => report(&run, format),
+        Command::Knee {
+            input,
+            curve,
+            direction,
+            sensitivity,
+            polynomial,
+            online,
+            format,
+        } => knee(
+            &input,
+            curve,
+            direction,
+            sensitivity,
+            polynomial,
+            online,
+            format,
+        ),
+        Command::Usl { input, format } => usl(&input, format),
     };
     exit::finish("analyzer", result)
 }
@@ -117,6 +180,92 @@ fn report(run: &Path, format: Format) -> Result<(), Failure> {
                     .unwrap_or_default()
             );
             println!("\nreport: {}", out.join("report.md").display());
+        }
+    }
+    Ok(())
+}
+
+fn knee(
+    input: &Path,
+    curve: CurveArg,
+    direction: DirectionArg,
+    sensitivity: f64,
+    polynomial: Option<usize>,
+    online: bool,
+    format: Format,
+) -> Result<(), Failure> {
+    use aifb_analyzer::knee::{Curve, Direction, Params, Smoothing};
+    let (x, y) = aifb_analyzer::table::read_xy(input).map_err(Failure::input)?;
+    let params = Params {
+        sensitivity,
+        curve: match curve {
+            CurveArg::Concave => Curve::Concave,
+            CurveArg::Convex => Curve::Convex,
+        },
+        direction: match direction {
+            DirectionArg::Increasing => Direction::Increasing,
+            DirectionArg::Decreasing => Direction::Decreasing,
+        },
+        smoothing: polynomial.map_or(Smoothing::Interp1d, Smoothing::Polynomial),
+        online,
+    };
+    let found = aifb_analyzer::knee::find(&x, &y, &params);
+    match format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "knee": found.knee.map(|k| k.x),
+                "knee_y": found.knee.map(|k| k.y),
+                "norm_knee": found.knee.map(|k| k.norm_x),
+                "all_knees": found.all,
+            });
+            println!("{v}");
+        }
+        Format::Text => match found.knee {
+            Some(k) => println!("knee at x = {} (y = {})", k.x, k.y),
+            None => println!("no knee"),
+        },
+    }
+    Ok(())
+}
+
+fn usl(input: &Path, format: Format) -> Result<(), Failure> {
+    let (n, x) = aifb_analyzer::table::read_xy(input).map_err(Failure::input)?;
+    let fit = aifb_analyzer::usl::fit(&n, &x)
+        .map_err(|e| Failure::input(format!("{}: {e}", input.display())))?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&fit).map_err(|e| Failure::check(e.to_string()))?
+        ),
+        Format::Text => {
+            let m = &fit.model;
+            let pm = |se: Option<f64>| se.map_or(String::new(), |s| format!(" ± {s:.3e}"));
+            println!(
+                "sigma (contention)  {:.6}{}",
+                m.sigma,
+                pm(fit.se.map(|s| s.sigma))
+            );
+            println!(
+                "kappa (coherency)   {:.6e}{}",
+                m.kappa,
+                pm(fit.se.map(|s| s.kappa))
+            );
+            println!(
+                "lambda (per worker) {:.4}{}",
+                m.lambda,
+                pm(fit.se.map(|s| s.lambda))
+            );
+            match (fit.peak_concurrency, fit.peak_throughput) {
+                (Some(n), Some(x)) => println!("peak: {x:.4} at N = {n:.2}"),
+                (None, Some(x)) => println!("no peak (kappa = 0); limit {x:.4}"),
+                _ => println!("no peak and no limit (sigma = kappa = 0)"),
+            }
+            println!(
+                "R² = {:.4}, residual SE = {:.4}{}",
+                fit.r_squared,
+                fit.residual_se,
+                if fit.good { "" } else { "  (poor fit)" }
+            );
         }
     }
     Ok(())
