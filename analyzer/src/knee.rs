@@ -109,6 +109,8 @@ fn extrema(d: &[f64], cmp: impl Fn(f64, f64) -> bool) -> Vec<usize> {
 /// Least-squares polynomial of `degree` through (x, y), evaluated at x. Columns of the
 /// Vandermonde matrix are scaled to unit norm and the system is solved by Householder QR,
 /// as numpy's `polyfit` scales before its least-squares solve.
+// Matrix algorithms read best with explicit row and column indices.
+#[allow(clippy::needless_range_loop)]
 pub fn polyfit_eval(x: &[f64], y: &[f64], degree: usize) -> Option<Vec<f64>> {
     let (n, m) = (x.len(), degree + 1);
     if n <= m {

@@ -29,14 +29,14 @@ pub fn parse_xy(text: &str) -> Result<(Vec<f64>, Vec<f64>), String> {
             .collect();
         match parsed {
             Some(v) if v.len() == 2 => {
-                if let Some(&last) = xs.last() {
-                    if v[0] <= last {
-                        return Err(format!(
-                            "line {}: x = {} does not increase (previous {last})",
-                            i + 1,
-                            v[0]
-                        ));
-                    }
+                if let Some(&last) = xs.last()
+                    && v[0] <= last
+                {
+                    return Err(format!(
+                        "line {}: x = {} does not increase (previous {last})",
+                        i + 1,
+                        v[0]
+                    ));
                 }
                 xs.push(v[0]);
                 ys.push(v[1]);

@@ -134,6 +134,8 @@ fn clamp(m: Usl) -> Usl {
 }
 
 /// Solves a 3×3 system by Gaussian elimination with partial pivoting.
+// Matrix algorithms read best with explicit row and column indices.
+#[allow(clippy::needless_range_loop)]
 fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
     for k in 0..3 {
         let p = (k..3).max_by(|&i, &j| a[i][k].abs().total_cmp(&a[j][k].abs()))?;
