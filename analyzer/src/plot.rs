@@ -74,6 +74,9 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
                 .build_cartesian_2d($xr, $ymin..$ymax)
                 .map_err(err)?;
             c.configure_mesh()
+                .light_line_style(WHITE)
+                .x_labels(8)
+                .x_label_formatter(&|v: &f64| crate::report::fmt_level((v * 100.0).round() / 100.0))
                 .x_desc(format!("load ({unit})"))
                 .y_desc($ylabel)
                 .label_style(("sans-serif", 13))
@@ -104,6 +107,17 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
         .zip(&prediction)
         .map(|(s, p)| (s.level, *p))
         .collect();
+    // The USL curve, sampled densely between the extreme levels.
+    let usl: Vec<(f64, f64)> = report
+        .usl
+        .as_ref()
+        .map(|u| {
+            (0..=100)
+                .map(|i| lo * (hi / lo).powf(f64::from(i) / 100.0))
+                .map(|n| (n, u.model.throughput(n)))
+                .collect()
+        })
+        .unwrap_or_default();
 
     fn draw<
         'a,
@@ -127,8 +141,11 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
-            c.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
-                .map_err(|e| e.to_string())?;
+            // Measured points get markers; model curves (many points) are lines only.
+            if points.len() <= 40 {
+                c.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
         }
         c.configure_series_labels()
             .background_style(WHITE.mix(0.85))
@@ -143,6 +160,7 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
     let grey = RGBColor(150, 150, 150);
     let red = RGBColor(214, 39, 40);
     let orange = RGBColor(255, 127, 14);
+    let green = RGBColor(44, 160, 44);
     if log_x {
         let mut c = chart!(
             &top,
@@ -154,7 +172,11 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
         );
         draw(
             &mut c,
-            &[("measured", &tput, blue), ("simulator model", &pred, grey)],
+            &[
+                ("measured", &tput, blue),
+                ("simulator model", &pred, grey),
+                ("USL fit", &usl, green),
+            ],
         )?;
         let mut c = chart!(
             &bottom,
@@ -180,7 +202,11 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
         );
         draw(
             &mut c,
-            &[("measured", &tput, blue), ("simulator model", &pred, grey)],
+            &[
+                ("measured", &tput, blue),
+                ("simulator model", &pred, grey),
+                ("USL fit", &usl, green),
+            ],
         )?;
         let mut c = chart!(
             &bottom,

@@ -64,6 +64,8 @@ pub struct Report {
     pub slo: Option<SloCheck>,
     /// Simulator prediction, when the service was the simulator.
     pub simulator: Option<Prediction>,
+    /// Universal Scalability Law fit of throughput versus users (closed loop, 3+ levels).
+    pub usl: Option<crate::usl::Fit>,
 }
 
 fn point(s: &StageSummary) -> LevelPoint {
@@ -170,6 +172,15 @@ impl Report {
         let xs: Vec<f64> = stages.iter().map(|s| s.level).collect();
         let ys: Vec<f64> = stages.iter().map(|s| s.throughput_rps).collect();
         let knee = knee::concave_increasing(&xs, &ys, 1.0).map(|k| point(&stages[k.index]));
+        let measured: Vec<&StageSummary> =
+            stages.iter().filter(|s| s.throughput_rps > 0.0).collect();
+        let usl = (pattern == "closed" && measured.len() >= 3)
+            .then(|| {
+                let n: Vec<f64> = measured.iter().map(|s| s.level).collect();
+                let x: Vec<f64> = measured.iter().map(|s| s.throughput_rps).collect();
+                crate::usl::fit(&n, &x).ok()
+            })
+            .flatten();
         Report {
             run_id: manifest.map(|m| m.id.clone()).unwrap_or_default(),
             name: manifest
@@ -189,6 +200,7 @@ impl Report {
             simulator: recipe.and_then(|r| prediction(r, &stages)),
             max_throughput,
             knee,
+            usl,
             stages,
         }
     }
@@ -237,6 +249,21 @@ impl Report {
             md.push_str(&format!(
                 "Simulator model: batch limit {} sequences, predicted capacity {:.2} req/s.\n\n",
                 p.batch_limit, p.capacity_rps
+            ));
+        }
+        if let Some(u) = &self.usl {
+            let m = &u.model;
+            let peak = match (u.peak_concurrency, u.peak_throughput) {
+                (Some(n), Some(x)) => format!("peak {x:.2} req/s at {n:.1} users"),
+                _ => "no peak within the model".to_string(),
+            };
+            md.push_str(&format!(
+                "USL fit: σ = {:.4}, κ = {:.2e}, λ = {:.3} req/s per user; {peak}; R² = {:.3}{}.\n\n",
+                m.sigma,
+                m.kappa,
+                m.lambda,
+                u.r_squared,
+                if u.good { "" } else { " (poor fit: read with care)" }
             ));
         }
         md.push_str(&format!(
