@@ -3,12 +3,14 @@
 //! | module | role |
 //! |---|---|
 //! | [`stages`] | per-stage aggregates from request rows and stage windows |
+//! | [`changepoint`] | change points by E-divisive means (steadiness within a level) |
 //! | [`knee`] | the Kneedle knee (matches kneed 0.9.0 for concave, increasing curves) |
 //! | [`report`] | the report: saturation summary, report.md and report.json |
 //! | [`plot`] | SVG plots with an embedded font |
 //! | [`table`] | two-column CSV input with located errors |
 //! | [`usl`] | the Universal Scalability Law: model, closed forms and fit |
 
+pub mod changepoint;
 pub mod knee;
 pub mod plot;
 pub mod report;
