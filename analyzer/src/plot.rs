@@ -88,11 +88,11 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
 
     let p99: Vec<(f64, f64)> = stages
         .iter()
-        .filter_map(|s| s.latency.map(|q| (s.level, q.p99)))
+        .filter_map(|s| s.latency.map(|q| (s.level, q.p99_estimate)))
         .collect();
     let ttft: Vec<(f64, f64)> = stages
         .iter()
-        .filter_map(|s| s.ttft.map(|q| (s.level, q.p99)))
+        .filter_map(|s| s.ttft.map(|q| (s.level, q.p99_estimate)))
         .collect();
     let lmax = p99
         .iter()

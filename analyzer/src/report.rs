@@ -39,6 +39,8 @@ pub struct SloCheck {
     pub met: Vec<bool>,
     /// Highest level at which every objective was met.
     pub usable: Option<LevelPoint>,
+    /// Some verdict compares a P99 from fewer than 368 samples (not bounded).
+    pub unbounded_p99: bool,
 }
 
 /// The whole report.
@@ -96,10 +98,10 @@ fn slo_check(recipe: &Recipe, stages: &[StageSummary]) -> Option<SloCheck> {
         .map(|s| {
             let ttft = slo
                 .ttft_p99
-                .is_none_or(|t| s.ttft.is_some_and(|q| q.p99 <= t.as_secs_f64()));
+                .is_none_or(|t| s.ttft.is_some_and(|q| q.p99_estimate <= t.as_secs_f64()));
             let e2e = slo
                 .e2e_p99
-                .is_none_or(|t| s.latency.is_some_and(|q| q.p99 <= t.as_secs_f64()));
+                .is_none_or(|t| s.latency.is_some_and(|q| q.p99_estimate <= t.as_secs_f64()));
             let err = slo
                 .error_rate
                 .is_none_or(|r| s.measured > 0 && s.error_rate <= r);
@@ -112,10 +114,16 @@ fn slo_check(recipe: &Recipe, stages: &[StageSummary]) -> Option<SloCheck> {
         .filter(|(_, m)| **m)
         .map(|(s, _)| point(s))
         .next_back();
+    let uses_p99 = slo.ttft_p99.is_some() || slo.e2e_p99.is_some();
+    let unbounded_p99 = uses_p99
+        && stages.iter().any(|s| {
+            s.ttft.is_some_and(|q| q.p99.is_none()) || s.latency.is_some_and(|q| q.p99.is_none())
+        });
     Some(SloCheck {
         objectives,
         met,
         usable,
+        unbounded_p99,
     })
 }
 
@@ -233,6 +241,9 @@ impl Report {
                 )),
                 None => out.push_str("; SLOs met at no level"),
             }
+            if slo.unbounded_p99 {
+                out.push_str(" (P99 from fewer than 368 samples at some levels: not bounded)");
+            }
         }
         out
     }
@@ -278,17 +289,35 @@ impl Report {
                 fmt_level(s.level),
                 s.throughput_rps,
                 s.output_tokens_per_s,
-                ms(s.latency.map(|q| q.p50)),
-                ms(s.latency.map(|q| q.p90)),
-                ms(s.latency.map(|q| q.p99)),
-                ms(s.ttft.map(|q| q.p50)),
-                ms(s.ttft.map(|q| q.p99)),
+                ms(s.latency.and_then(|q| q.p50)),
+                ms(s.latency.and_then(|q| q.p90)),
+                ms(s.latency.and_then(|q| q.p99)),
+                ms(s.ttft.and_then(|q| q.p50)),
+                ms(s.ttft.and_then(|q| q.p99)),
                 s.measured,
                 s.error_rate * 100.0
             ));
         }
         if let Some(slo) = &self.slo {
             md.push_str(&format!("\nSLOs: {}.\n", slo.objectives.join(", ")));
+        }
+        let warned: Vec<&StageSummary> = self
+            .stages
+            .iter()
+            .filter(|s| !s.warnings.is_empty())
+            .collect();
+        if !warned.is_empty() {
+            md.push_str("\n## Validity\n\n");
+            for s in warned {
+                for w in &s.warnings {
+                    md.push_str(&format!(
+                        "- stage {} ({} {}): {w}\n",
+                        s.stage,
+                        fmt_level(s.level),
+                        self.level_unit
+                    ));
+                }
+            }
         }
         md.push_str(
             "\nThroughput counts successful requests that ended inside each stage's measured window. \
