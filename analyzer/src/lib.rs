@@ -5,6 +5,7 @@
 //! | [`stages`] | per-stage aggregates from request rows and stage windows |
 //! | [`changepoint`] | change points by E-divisive means (steadiness within a level) |
 //! | [`knee`] | the Kneedle knee (matches kneed 0.9.0 for concave, increasing curves) |
+//! | [`regress`] | the regression gate: comparability, block-bootstrap verdicts, exact tests |
 //! | [`report`] | the report: saturation summary, report.md and report.json |
 //! | [`plot`] | SVG plots with an embedded font |
 //! | [`table`] | two-column CSV input with located errors |
@@ -13,6 +14,7 @@
 pub mod changepoint;
 pub mod knee;
 pub mod plot;
+pub mod regress;
 pub mod report;
 pub mod stages;
 pub mod table;

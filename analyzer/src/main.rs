@@ -58,6 +58,36 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Compare a new run with a base run: verdicts per level and metric, and an exit code
+    /// for CI (0 unchanged or improved, 1 regressed, 3 inconclusive with
+    /// --fail-on-inconclusive, 4 not comparable, 2 bad input).
+    Regress {
+        /// The base run: a requests.parquet file or a run directory.
+        base: PathBuf,
+        /// The new run.
+        new: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "md")]
+        format: RegressFormat,
+        /// Relative P99 increase tolerated (default: the recipe's, else 0.10).
+        #[arg(long)]
+        p99_tolerance: Option<f64>,
+        /// Relative throughput decrease tolerated (default: the recipe's, else 0.10).
+        #[arg(long)]
+        throughput_tolerance: Option<f64>,
+        /// Success-rate decrease tolerated in points (default: the recipe's, else 1).
+        #[arg(long)]
+        success_points: Option<f64>,
+        /// Take tolerances from this recipe's `analysis.regress` section.
+        #[arg(long)]
+        recipe: Option<PathBuf>,
+        /// Exit 3 when a verdict is inconclusive.
+        #[arg(long)]
+        fail_on_inconclusive: bool,
+        /// Seed of the bootstrap.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Fit the Universal Scalability Law to a two-column CSV (N, X).
     Usl {
         /// CSV with concurrency N and throughput X columns.
@@ -67,6 +97,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RegressFormat {
+    Md,
+    Json,
+    Junit,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,6 +140,25 @@ fn main() -> ExitCode {
             format,
         ),
         Command::Usl { input, format } => usl(&input, format),
+        Command::Regress {
+            base,
+            new,
+            format,
+            p99_tolerance,
+            throughput_tolerance,
+            success_points,
+            recipe,
+            fail_on_inconclusive,
+            seed,
+        } => regress(
+            &base,
+            &new,
+            format,
+            (p99_tolerance, throughput_tolerance, success_points),
+            recipe.as_deref(),
+            fail_on_inconclusive,
+            seed,
+        ),
     };
     exit::finish("analyzer", result)
 }
@@ -269,4 +325,203 @@ fn usl(input: &Path, format: Format) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Reads a run for the gate: its rows and the manifest from the Parquet footer.
+fn load_run(path: &Path) -> Result<(Vec<aifb_core::requests::RequestRow>, Manifest), Failure> {
+    let file = if path.is_dir() {
+        RunDir::new(path).requests()
+    } else {
+        path.to_path_buf()
+    };
+    let read = requests::read(&file).map_err(Failure::input)?;
+    let manifest = match &read.manifest {
+        Some(json) => serde_json::from_str::<Manifest>(json).map_err(|e| {
+            Failure::input(format!(
+                "{}: footer aifb.run is not a run manifest: {e}",
+                file.display()
+            ))
+        })?,
+        None => {
+            return Err(Failure::input(format!(
+                "{}: no run manifest in the footer (aifb.run)",
+                file.display()
+            )));
+        }
+    };
+    if manifest.stages.is_empty() {
+        return Err(Failure::input(format!(
+            "{}: the manifest lists no stage",
+            file.display()
+        )));
+    }
+    Ok((read.rows, manifest))
+}
+
+fn regress(
+    base: &Path,
+    new: &Path,
+    format: RegressFormat,
+    flags: (Option<f64>, Option<f64>, Option<f64>),
+    recipe: Option<&Path>,
+    fail_on_inconclusive: bool,
+    seed: u64,
+) -> Result<(), Failure> {
+    use aifb_analyzer::regress::{Run, Tolerances, Verdict, compare};
+    let mut tol = Tolerances::default();
+    if let Some(path) = recipe {
+        let r = Recipe::load(path).map_err(|e| Failure::input(e.join("; ")))?;
+        tol.p99 = r.analysis.regress.p99_latency;
+        tol.throughput = r.analysis.regress.throughput;
+        tol.success_points = r.analysis.regress.success_rate_points;
+    }
+    for (flag, v) in [
+        ("--p99-tolerance", flags.0),
+        ("--throughput-tolerance", flags.1),
+        ("--success-points", flags.2),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Failure::input(format!("{flag} {v}: must be a number >= 0")));
+            }
+        }
+    }
+    tol.p99 = flags.0.unwrap_or(tol.p99);
+    tol.throughput = flags.1.unwrap_or(tol.throughput);
+    tol.success_points = flags.2.unwrap_or(tol.success_points);
+    let (base_rows, base_manifest) = load_run(base)?;
+    let (new_rows, new_manifest) = load_run(new)?;
+    let cmp = compare(
+        &Run {
+            manifest: &base_manifest,
+            rows: &base_rows,
+        },
+        &Run {
+            manifest: &new_manifest,
+            rows: &new_rows,
+        },
+        tol,
+        seed,
+    );
+    let overall = cmp.overall();
+    match format {
+        RegressFormat::Json => {
+            let v = serde_json::json!({"overall": overall, "comparison": cmp});
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).map_err(|e| Failure::check(e.to_string()))?
+            );
+        }
+        RegressFormat::Md => print!("{}", regress_markdown(&cmp, overall)),
+        RegressFormat::Junit => print!("{}", regress_junit(&cmp)),
+    }
+    if let Some(why) = &cmp.not_comparable {
+        return Err(Failure {
+            code: exit::NOT_COMPARABLE,
+            message: format!("not comparable: {why}"),
+        });
+    }
+    match overall {
+        Verdict::Regressed => {
+            let n = cmp
+                .findings
+                .iter()
+                .filter(|f| f.verdict == Verdict::Regressed)
+                .count();
+            Err(Failure::check(format!("regressed: {n} finding(s)")))
+        }
+        Verdict::Inconclusive if fail_on_inconclusive => Err(Failure {
+            code: exit::INCONCLUSIVE,
+            message: "inconclusive: more samples needed".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn regress_markdown(
+    cmp: &aifb_analyzer::regress::Comparison,
+    overall: aifb_analyzer::regress::Verdict,
+) -> String {
+    let mut md = String::from("# aifb regression gate\n\n");
+    if let Some(why) = &cmp.not_comparable {
+        md.push_str(&format!("**NOT COMPARABLE**: {why}\n"));
+        return md;
+    }
+    md.push_str(&format!(
+        "**Verdict: {}**\n\n",
+        serde_json::to_value(overall)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    ));
+    for w in &cmp.warnings {
+        md.push_str(&format!("- warning: {w}\n"));
+    }
+    md.push_str("\n| level | metric | base | new | new/base | 95 % interval | verdict | why |\n|---:|---|---:|---:|---:|---|---|---|\n");
+    for f in &cmp.findings {
+        let ci = f
+            .ci95
+            .map_or(String::new(), |(lo, hi)| format!("[{lo:.3}, {hi:.3}]"));
+        let verdict = serde_json::to_value(f.verdict)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        md.push_str(&format!(
+            "| {} | {} | {:.4} | {:.4} | {:.3} | {ci} | {verdict} | {} |\n",
+            aifb_analyzer::report::fmt_level(f.level),
+            f.metric,
+            f.base,
+            f.new,
+            f.ratio,
+            f.reason
+        ));
+    }
+    md
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn regress_junit(cmp: &aifb_analyzer::regress::Comparison) -> String {
+    use aifb_analyzer::regress::Verdict;
+    let failures = cmp
+        .findings
+        .iter()
+        .filter(|f| f.verdict == Verdict::Regressed)
+        .count()
+        + usize::from(cmp.not_comparable.is_some());
+    let tests = cmp.findings.len().max(1);
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"aifb regress\" tests=\"{tests}\" failures=\"{failures}\">\n"
+    );
+    if let Some(why) = &cmp.not_comparable {
+        x.push_str(&format!(
+            "  <testcase name=\"comparability\"><failure message=\"{}\"/></testcase>\n",
+            xml_escape(why)
+        ));
+    }
+    for f in &cmp.findings {
+        let name = xml_escape(&format!(
+            "level {} {}",
+            aifb_analyzer::report::fmt_level(f.level),
+            f.metric
+        ));
+        match f.verdict {
+            Verdict::Regressed => x.push_str(&format!(
+                "  <testcase name=\"{name}\"><failure message=\"{}\"/></testcase>\n",
+                xml_escape(&f.reason)
+            )),
+            Verdict::Inconclusive => x.push_str(&format!(
+                "  <testcase name=\"{name}\"><skipped message=\"{}\"/></testcase>\n",
+                xml_escape(&f.reason)
+            )),
+            _ => x.push_str(&format!("  <testcase name=\"{name}\"/>\n")),
+        }
+    }
+    x.push_str("</testsuite>\n");
+    x
 }

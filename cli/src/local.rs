@@ -138,6 +138,7 @@ pub async fn run(recipe: &Recipe, runs_root: &Path) -> Result<Outcome, Failure> 
             aifb_core::recipe::Pattern::Closed => "closed".into(),
             aifb_core::recipe::Pattern::Open => "open".into(),
         },
+        workload_hash: Some(recipe.workload_hash()),
         stages: vec![],
         error: None,
     };

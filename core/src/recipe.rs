@@ -757,6 +757,23 @@ impl Recipe {
         serde_json::to_value(schemars::schema_for!(Recipe)).unwrap_or(serde_json::Value::Null)
     }
 
+    /// Identity of the workload and the request shape, for comparing runs: equal when the
+    /// same load was applied in the same way.
+    pub fn workload_hash(&self) -> String {
+        let mut w = self.workload.clone();
+        // Defaults resolved, so that an omitted default and an explicit one agree.
+        match w.pattern {
+            Pattern::Closed => {
+                w.think_time.get_or_insert(HumanDuration::default());
+            }
+            Pattern::Open => {
+                w.arrival.get_or_insert(Arrival::Poisson);
+            }
+        }
+        let text = serde_json::to_string(&(w, &self.service.model)).unwrap_or_default();
+        crate::run::stable_hash(text.as_bytes())
+    }
+
     /// Total planned duration of the sweep.
     pub fn planned_duration(&self) -> std::time::Duration {
         let w = &self.workload;

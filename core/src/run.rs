@@ -225,6 +225,10 @@ pub struct Manifest {
     pub processes: Vec<ProcessRecord>,
     /// `closed` or `open`.
     pub pattern: String,
+    /// Identity of the resolved workload (`workload_hash`): two runs compare only when
+    /// they ran the same workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_hash: Option<String>,
     /// Load levels and their windows.
     #[serde(default)]
     pub stages: Vec<StageWindow>,
@@ -247,6 +251,17 @@ impl Manifest {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         write_atomic(path, text.as_bytes())
     }
+}
+
+/// A stable 64-bit FNV-1a hash, hex: the same bytes give the same id on every platform
+/// and Rust version.
+pub fn stable_hash(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// Writes a file atomically: a temp file in the same folder, then rename.
@@ -289,6 +304,7 @@ mod tests {
             environment: Environment::detect(),
             processes: vec![],
             pattern: "closed".into(),
+            workload_hash: Some(stable_hash(b"w")),
             stages: vec![StageWindow {
                 stage: 0,
                 concurrency: Some(4),

@@ -278,6 +278,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
             environment: Environment::detect(),
             processes: vec![],
             pattern: String::new(),
+            workload_hash: None,
             stages: vec![],
             error: None,
         }
@@ -287,6 +288,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         Pattern::Open => "open",
     };
     manifest.pattern = pattern.into();
+    manifest.workload_hash = Some(recipe.workload_hash());
 
     let telemetry = Arc::new(Telemetry::new());
     let listener = tokio::net::TcpListener::bind(args.listen)
