@@ -380,10 +380,10 @@ fn regress(
         ("--throughput-tolerance", flags.1),
         ("--success-points", flags.2),
     ] {
-        if let Some(v) = v {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Failure::input(format!("{flag} {v}: must be a number >= 0")));
-            }
+        if let Some(v) = v
+            && !(v.is_finite() && v >= 0.0)
+        {
+            return Err(Failure::input(format!("{flag} {v}: must be a number >= 0")));
         }
     }
     tol.p99 = flags.0.unwrap_or(tol.p99);

@@ -188,6 +188,9 @@ pub fn comparable(base: &Manifest, new: &Manifest) -> (Option<String>, Vec<Strin
 }
 
 const BATCHES: usize = 10;
+
+/// Reads one value from a request.
+type Measure = fn(&RequestRow) -> Option<f64>;
 const RESAMPLES: usize = 1000;
 
 /// Per-batch samples of a level's measured window: requests grouped by send time.
@@ -199,12 +202,13 @@ fn batches(
     let width = ((w.measure_end_ns - w.measure_start_ns) as f64 / BATCHES as f64).max(1.0);
     let mut out = vec![Vec::new(); BATCHES];
     for r in rows {
-        if r.ok && r.phase == "measure" {
-            if let Some(v) = value(r) {
-                let i = (((r.t_sent - w.measure_start_ns) as f64 / width).max(0.0) as usize)
-                    .min(BATCHES - 1);
-                out[i].push(v);
-            }
+        if r.ok
+            && r.phase == "measure"
+            && let Some(v) = value(r)
+        {
+            let i = (((r.t_sent - w.measure_start_ns) as f64 / width).max(0.0) as usize)
+                .min(BATCHES - 1);
+            out[i].push(v);
         }
     }
     out
@@ -350,7 +354,7 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
         );
         let level = bw.level();
         // P99 latency and TTFT.
-        let metrics: [(&str, fn(&RequestRow) -> Option<f64>); 2] = [
+        let metrics: [(&str, Measure); 2] = [
             ("p99_latency", |r| Some(r.latency_s())),
             ("p99_ttft", |r| r.ttft_s()),
         ];
