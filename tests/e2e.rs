@@ -123,6 +123,15 @@ fn short_demo_run_keeps_every_contract() {
         Some(f64::from(levels[best]))
     );
     assert!(run.join("report/report.md").is_file());
+    // Why it saturates: the sleeping simulator is limited by its batch slots, then queues.
+    let why = report["saturation_bottleneck"]["class"]
+        .as_str()
+        .unwrap_or("none");
+    assert!(
+        matches!(why, "scheduler_limit" | "queueing"),
+        "saturation attributed to {why}: {}",
+        report["bottlenecks"]
+    );
     let svg = std::fs::read_to_string(run.join("report/plots/throughput_latency.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("Throughput vs load"));
     let summary: serde_json::Value =
@@ -477,4 +486,28 @@ fn burn_cpu_mode_spends_the_modelled_time_on_a_core() {
         used[0],
         used[1]
     );
+}
+
+#[test]
+fn a_cpu_burning_service_is_attributed_to_host_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = short_demo("[4, 8, 16]", "3s").replace(
+        "    prefill_per_token: 20us\n",
+        "    prefill_per_token: 20us\n    burn_cpu: true\n",
+    );
+    assert!(recipe.contains("burn_cpu: true"));
+    std::fs::write(tmp.path().join("burn.yaml"), recipe).unwrap();
+    let out = aifb(tmp.path(), &["run", "burn.yaml", "--out", "runs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&tmp.path().join("runs"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report/report.json")).unwrap())
+            .unwrap();
+    let top = &report["saturation_bottleneck"];
+    assert_eq!(top["class"], "host_cpu", "{}", report["bottlenecks"]);
+    assert!(top["evidence"].to_string().contains("CPU cores"), "{top}");
 }

@@ -3,6 +3,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`stages`] | per-stage aggregates from request rows and stage windows |
+//! | [`bottleneck`] | bottleneck attribution per level from metrics.parquet |
 //! | [`changepoint`] | change points by E-divisive means (steadiness within a level) |
 //! | [`knee`] | the Kneedle knee (matches kneed 0.9.0 for concave, increasing curves) |
 //! | [`regress`] | the regression gate: comparability, block-bootstrap verdicts, exact tests |
@@ -11,6 +12,7 @@
 //! | [`table`] | two-column CSV input with located errors |
 //! | [`usl`] | the Universal Scalability Law: model, closed forms and fit |
 
+pub mod bottleneck;
 pub mod changepoint;
 pub mod knee;
 pub mod plot;

@@ -209,7 +209,23 @@ fn report(run: &Path, format: Format) -> Result<(), Failure> {
         None => stages::windows_from_rows(&file.rows),
     };
     let summaries = stages::summarize(&file.rows, &windows);
-    let report = Report::new(manifest.as_ref(), recipe.as_ref(), summaries);
+    let findings = if dir.metrics().is_file() {
+        let samples = aifb_core::metrics::read(&dir.metrics()).map_err(Failure::input)?;
+        let batch_limit = recipe
+            .as_ref()
+            .filter(|r| r.service.kind == aifb_core::recipe::ServiceKind::Simulator)
+            .map(|r| {
+                r.service.simulator.batch_limit(
+                    r.workload.request.prompt_tokens,
+                    r.workload.request.max_tokens,
+                )
+            });
+        aifb_analyzer::bottleneck::attribute(&samples, &windows, &summaries, batch_limit)
+    } else {
+        Vec::new()
+    };
+    let report =
+        Report::new(manifest.as_ref(), recipe.as_ref(), summaries).with_bottlenecks(findings);
 
     let out = dir.report();
     let plots = out.join("plots");

@@ -68,6 +68,10 @@ pub struct Report {
     pub simulator: Option<Prediction>,
     /// Universal Scalability Law fit of throughput versus users (closed loop, 3+ levels).
     pub usl: Option<crate::usl::Fit>,
+    /// Bottleneck findings per stage, strongest first (empty without metrics.parquet).
+    pub bottlenecks: Vec<Vec<crate::bottleneck::Finding>>,
+    /// The top finding at the level of maximum throughput.
+    pub saturation_bottleneck: Option<crate::bottleneck::Finding>,
 }
 
 fn point(s: &StageSummary) -> LevelPoint {
@@ -209,8 +213,23 @@ impl Report {
             max_throughput,
             knee,
             usl,
+            bottlenecks: Vec::new(),
+            saturation_bottleneck: None,
             stages,
         }
+    }
+
+    /// Adds bottleneck findings (one list per stage, in stage order).
+    pub fn with_bottlenecks(mut self, findings: Vec<Vec<crate::bottleneck::Finding>>) -> Self {
+        if let Some(best) = &self.max_throughput {
+            let at = self.stages.iter().position(|s| s.stage == best.stage);
+            self.saturation_bottleneck = at
+                .and_then(|i| findings.get(i))
+                .and_then(|f| f.first())
+                .cloned();
+        }
+        self.bottlenecks = findings;
+        self
     }
 
     /// The short summary printed after a run.
@@ -260,6 +279,16 @@ impl Report {
             md.push_str(&format!(
                 "Simulator model: batch limit {} sequences, predicted capacity {:.2} req/s.\n\n",
                 p.batch_limit, p.capacity_rps
+            ));
+        }
+        if let (Some(b), Some(p)) = (&self.saturation_bottleneck, &self.max_throughput) {
+            md.push_str(&format!(
+                "Bottleneck at {} {}: **{}** ({}). {}.\n\n",
+                fmt_level(p.level),
+                self.level_unit,
+                b.class,
+                b.evidence.join("; "),
+                capitalized(&b.recommendation)
             ));
         }
         if let Some(u) = &self.usl {
@@ -326,6 +355,13 @@ impl Report {
         );
         md
     }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// A level without a trailing `.0` when whole.
