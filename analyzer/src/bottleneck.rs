@@ -288,23 +288,25 @@ pub fn attribute(
             .rate(s, e);
         let mut mem_score: f64 = 0.0;
         let mut mem_ev = Vec::new();
-        if let (Some(a), Some(t)) = (avail, total) {
-            if t > 0.0 && a / t < 0.05 {
-                mem_score = mem_score.max(1.0 - a / t);
-                mem_ev.push(format!(
-                    "only {:.1} % of node memory available",
-                    a / t * 100.0
-                ));
-            }
+        if let (Some(a), Some(t)) = (avail, total)
+            && t > 0.0
+            && a / t < 0.05
+        {
+            mem_score = mem_score.max(1.0 - a / t);
+            mem_ev.push(format!(
+                "only {:.1} % of node memory available",
+                a / t * 100.0
+            ));
         }
-        if let (Some(c), Some(m)) = (job_cur, job_max) {
-            if m > 0.0 && c / m > 0.95 {
-                mem_score = mem_score.max(c / m);
-                mem_ev.push(format!(
-                    "job cgroup at {:.0} % of its memory limit",
-                    c / m * 100.0
-                ));
-            }
+        if let (Some(c), Some(m)) = (job_cur, job_max)
+            && m > 0.0
+            && c / m > 0.95
+        {
+            mem_score = mem_score.max(c / m);
+            mem_ev.push(format!(
+                "job cgroup at {:.0} % of its memory limit",
+                c / m * 100.0
+            ));
         }
         if let Some(p) = mem_psi.filter(|p| *p > 0.1) {
             mem_score = mem_score.max(p.min(1.0));
@@ -392,30 +394,32 @@ pub fn attribute(
         // The service's scheduler and queue (vLLM-named metrics).
         let run_mean = running.mean(s, e);
         let wait_mean = waiting.mean(s, e);
-        if let (Some(kvm), Some(wm)) = (kv.mean(s, e), wait_mean) {
-            if kvm >= 0.9 && wm > 0.5 {
-                push(
-                    "kv_cache",
-                    kvm,
-                    vec![format!(
-                        "KV cache {:.0} % used with {wm:.1} requests waiting",
-                        kvm * 100.0
-                    )],
-                    "KV-cache-bound: more GPU memory for the cache, shorter contexts or quantised KV",
-                );
-            }
+        if let (Some(kvm), Some(wm)) = (kv.mean(s, e), wait_mean)
+            && kvm >= 0.9
+            && wm > 0.5
+        {
+            push(
+                "kv_cache",
+                kvm,
+                vec![format!(
+                    "KV cache {:.0} % used with {wm:.1} requests waiting",
+                    kvm * 100.0
+                )],
+                "KV-cache-bound: more GPU memory for the cache, shorter contexts or quantised KV",
+            );
         }
-        if let (Some(r), Some(l), Some(wm)) = (run_mean, limit, wait_mean) {
-            if l > 0.0 && r >= 0.85 * l {
-                push(
-                    "scheduler_limit",
-                    r / l,
-                    vec![format!(
-                        "{r:.1} of {l:.0} sequences running on average, {wm:.1} waiting"
-                    )],
-                    "every batch slot is busy: raise max_num_seqs if memory allows, or add replicas",
-                );
-            }
+        if let (Some(r), Some(l), Some(wm)) = (run_mean, limit, wait_mean)
+            && l > 0.0
+            && r >= 0.85 * l
+        {
+            push(
+                "scheduler_limit",
+                r / l,
+                vec![format!(
+                    "{r:.1} of {l:.0} sequences running on average, {wm:.1} waiting"
+                )],
+                "every batch slot is busy: raise max_num_seqs if memory allows, or add replicas",
+            );
         }
         let ttft_growth = match (st.ttft.and_then(|q| q.p50), lightest_ttft) {
             (Some(t), Some(l)) if l > 0.0 => Some(t / l),
