@@ -516,7 +516,7 @@ mod tests {
             measure_end_ns: 10_000_000_000,
             end_ns: 10_000_000_000,
         };
-        let mut s = crate::stages::summarize(&[], &[w.clone()]).remove(0);
+        let mut s = crate::stages::summarize(&[], std::slice::from_ref(&w)).remove(0);
         s.ttft = crate::stages::Quantiles::of(vec![ttft_p50; 10]);
         (w, s)
     }
