@@ -309,3 +309,79 @@ mod tests {
         }
     }
 }
+
+/// The point of maximum curvature `|y''| / (1 + y'²)^{3/2}` of the normalised curve, with
+/// finite differences that allow uneven x spacing. An interior point; `None` with fewer
+/// than 3 points or a flat curve.
+pub fn max_curvature(x: &[f64], y: &[f64]) -> Option<usize> {
+    let n = x.len();
+    if n < 3 || y.len() != n {
+        return None;
+    }
+    let (xn, yn) = (normalize(x)?, normalize(y)?);
+    (1..n - 1)
+        .filter_map(|i| {
+            let (h1, h2) = (xn[i] - xn[i - 1], xn[i + 1] - xn[i]);
+            if h1 <= 0.0 || h2 <= 0.0 {
+                return None;
+            }
+            let d1 = (yn[i + 1] - yn[i - 1]) / (h1 + h2);
+            let d2 = 2.0 * ((yn[i + 1] - yn[i]) / h2 - (yn[i] - yn[i - 1]) / h1) / (h1 + h2);
+            Some((i, d2.abs() / (1.0 + d1 * d1).powf(1.5)))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
+/// Why a knee of a sweep may say more about the sweep than about the service: `None`
+/// when it does not.
+pub fn sweep_artefact(y: &[f64], knee_index: Option<usize>) -> Option<String> {
+    let n = y.len();
+    if n < 3 {
+        return Some("fewer than 3 levels: no knee can be trusted".into());
+    }
+    let (last, before) = (y[n - 1], y[n - 2]);
+    if before > 0.0 && last > before * 1.10 {
+        return Some(format!(
+            "throughput still rises {:.0} % at the last level: the sweep stops before saturation, extend it",
+            (last / before - 1.0) * 100.0
+        ));
+    }
+    match knee_index {
+        Some(i) if i + 1 >= n - 1 => {
+            Some("the knee sits at the end of the sweep: extend the sweep to confirm it".into())
+        }
+        Some(0) => {
+            Some("the knee sits at the first level: start the sweep lower to confirm it".into())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod curvature_tests {
+    use super::*;
+
+    #[test]
+    fn curvature_peaks_at_the_bend() {
+        let x = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+        let y = [1.0, 2.0, 4.0, 8.0, 15.0, 15.5, 15.2];
+        assert_eq!(max_curvature(&x, &y).map(|i| x[i]), Some(16.0));
+        assert_eq!(max_curvature(&[1.0, 2.0], &[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn artefacts_of_the_sweep() {
+        assert!(
+            sweep_artefact(&[1.0, 2.0, 4.0, 8.0], Some(2))
+                .unwrap()
+                .contains("still rises")
+        );
+        assert!(
+            sweep_artefact(&[1.0, 5.0, 6.0, 6.1], Some(2))
+                .unwrap()
+                .contains("end of the sweep")
+        );
+        assert_eq!(sweep_artefact(&[1.0, 5.0, 6.0, 6.1, 6.0], Some(1)), None);
+    }
+}

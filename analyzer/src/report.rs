@@ -39,7 +39,10 @@ pub struct SloCheck {
     pub met: Vec<bool>,
     /// Highest level at which every objective was met.
     pub usable: Option<LevelPoint>,
-    /// Some verdict compares a P99 from fewer than 368 samples (not bounded).
+    /// The next level up, which failed an objective (brackets the usable capacity).
+    pub first_failing: Option<LevelPoint>,
+    /// A level that decides the verdict (the usable one or the first failing) has a P99
+    /// from fewer than 368 samples (not bounded).
     pub unbounded_p99: bool,
 }
 
@@ -62,6 +65,15 @@ pub struct Report {
     pub max_throughput: Option<LevelPoint>,
     /// The Kneedle knee of throughput versus load.
     pub knee: Option<LevelPoint>,
+    /// The point of maximum curvature of throughput versus load (secondary).
+    pub curvature_knee: Option<LevelPoint>,
+    /// Why the knee may be an artefact of the sweep range.
+    pub knee_warning: Option<String>,
+    /// 95 % interval of the maximum throughput (batch means at its level).
+    pub max_throughput_ci95: Option<(f64, f64)>,
+    /// N_sat: the lowest level whose throughput interval reaches the maximum (not
+    /// distinguishable from it).
+    pub saturation: Option<LevelPoint>,
     /// SLO check, when the recipe has objectives.
     pub slo: Option<SloCheck>,
     /// Simulator prediction, when the service was the simulator.
@@ -118,15 +130,37 @@ fn slo_check(recipe: &Recipe, stages: &[StageSummary]) -> Option<SloCheck> {
         .filter(|(_, m)| **m)
         .map(|(s, _)| point(s))
         .next_back();
+    let first_failing = usable
+        .and_then(|u| {
+            stages
+                .iter()
+                .zip(&met)
+                .find(|(s, m)| s.level > u.level && !**m)
+        })
+        .or_else(|| {
+            if usable.is_none() {
+                stages.iter().zip(&met).find(|(_, m)| !**m)
+            } else {
+                None
+            }
+        })
+        .map(|(s, _)| point(s));
+    // The verdict rests on the two levels that bracket it: say when their P99 is not bounded.
     let uses_p99 = slo.ttft_p99.is_some() || slo.e2e_p99.is_some();
+    let deciding = [usable, first_failing];
     let unbounded_p99 = uses_p99
-        && stages.iter().any(|s| {
-            s.ttft.is_some_and(|q| q.p99.is_none()) || s.latency.is_some_and(|q| q.p99.is_none())
-        });
+        && stages
+            .iter()
+            .filter(|s| deciding.iter().flatten().any(|d| d.stage == s.stage))
+            .any(|s| {
+                (slo.ttft_p99.is_some() && s.ttft.is_some_and(|q| q.p99.is_none()))
+                    || (slo.e2e_p99.is_some() && s.latency.is_some_and(|q| q.p99.is_none()))
+            });
     Some(SloCheck {
         objectives,
         met,
         usable,
+        first_failing,
         unbounded_p99,
     })
 }
@@ -183,7 +217,21 @@ impl Report {
             .map(point);
         let xs: Vec<f64> = stages.iter().map(|s| s.level).collect();
         let ys: Vec<f64> = stages.iter().map(|s| s.throughput_rps).collect();
-        let knee = knee::concave_increasing(&xs, &ys, 1.0).map(|k| point(&stages[k.index]));
+        let kneedle = knee::concave_increasing(&xs, &ys, 1.0);
+        let knee = kneedle.map(|k| point(&stages[k.index]));
+        let curvature_knee = knee::max_curvature(&xs, &ys).map(|i| point(&stages[i]));
+        let knee_warning = knee::sweep_artefact(&ys, kneedle.map(|k| k.index));
+        let max_stage = max_throughput.and_then(|m| stages.iter().find(|s| s.stage == m.stage));
+        let max_throughput_ci95 = max_stage.and_then(|s| s.throughput_ci95);
+        let saturation = max_stage.and_then(|best| {
+            stages
+                .iter()
+                .find(|s| {
+                    s.throughput_ci95
+                        .map_or(s.stage == best.stage, |(_, hi)| hi >= best.throughput_rps)
+                })
+                .map(point)
+        });
         let measured: Vec<&StageSummary> =
             stages.iter().filter(|s| s.throughput_rps > 0.0).collect();
         let usl = (pattern == "closed" && measured.len() >= 3)
@@ -212,6 +260,10 @@ impl Report {
             simulator: recipe.and_then(|r| prediction(r, &stages)),
             max_throughput,
             knee,
+            curvature_knee,
+            knee_warning,
+            max_throughput_ci95,
+            saturation,
             usl,
             bottlenecks: Vec::new(),
             saturation_bottleneck: None,
@@ -234,34 +286,42 @@ impl Report {
 
     /// The short summary printed after a run.
     pub fn headline(&self) -> String {
+        let unit = &self.level_unit;
         let mut out = String::new();
         match &self.max_throughput {
-            Some(p) => out.push_str(&format!(
-                "max throughput {:.2} req/s at {} {}",
-                p.throughput_rps,
-                fmt_level(p.level),
-                self.level_unit
-            )),
+            Some(p) => {
+                out.push_str(&format!("max throughput {:.2} req/s", p.throughput_rps));
+                if let Some((lo, hi)) = self.max_throughput_ci95 {
+                    out.push_str(&format!(" [{lo:.2}, {hi:.2}]"));
+                }
+                out.push_str(&format!(" at {} {unit}", fmt_level(p.level)));
+                if let Some(s) = self.saturation.filter(|s| s.stage != p.stage) {
+                    out.push_str(&format!(
+                        ", indistinguishable from {} {unit} up",
+                        fmt_level(s.level)
+                    ));
+                }
+            }
             None => out.push_str("no successful request was measured"),
         }
         if let Some(k) = &self.knee {
-            out.push_str(&format!(
-                "; knee at {} {}",
-                fmt_level(k.level),
-                self.level_unit
-            ));
+            out.push_str(&format!("; knee at {} {unit}", fmt_level(k.level)));
         }
         if let Some(slo) = &self.slo {
-            match &slo.usable {
-                Some(u) => out.push_str(&format!(
-                    "; SLOs met up to {} {}",
+            match (&slo.usable, &slo.first_failing) {
+                (Some(u), Some(f)) => out.push_str(&format!(
+                    "; SLOs met up to {} {unit} (not at {})",
                     fmt_level(u.level),
-                    self.level_unit
+                    fmt_level(f.level)
                 )),
-                None => out.push_str("; SLOs met at no level"),
+                (Some(u), None) => out.push_str(&format!(
+                    "; SLOs met up to {} {unit}, the highest level run",
+                    fmt_level(u.level)
+                )),
+                (None, _) => out.push_str("; SLOs met at no level"),
             }
             if slo.unbounded_p99 {
-                out.push_str(" (P99 from fewer than 368 samples at some levels: not bounded)");
+                out.push_str(" (a deciding P99 comes from fewer than 368 samples: not bounded)");
             }
         }
         out
@@ -289,6 +349,17 @@ impl Report {
                 b.class,
                 b.evidence.join("; "),
                 capitalized(&b.recommendation)
+            ));
+        }
+        if let (Some(k), Some(c)) = (&self.knee, &self.curvature_knee)
+            && k.stage != c.stage
+        {
+            md.push_str(&format!(
+                "Kneedle puts the knee at {} {}, maximum curvature at {} {}.\n\n",
+                fmt_level(k.level),
+                self.level_unit,
+                fmt_level(c.level),
+                self.level_unit
             ));
         }
         if let Some(u) = &self.usl {
@@ -335,8 +406,11 @@ impl Report {
             .iter()
             .filter(|s| !s.warnings.is_empty())
             .collect();
-        if !warned.is_empty() {
+        if !warned.is_empty() || self.knee_warning.is_some() {
             md.push_str("\n## Validity\n\n");
+            if let Some(w) = &self.knee_warning {
+                md.push_str(&format!("- knee: {w}\n"));
+            }
             for s in warned {
                 for w in &s.warnings {
                     md.push_str(&format!(
