@@ -88,6 +88,15 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Compare two or more runs side by side: a table per metric and overlaid plots.
+    Compare {
+        /// Runs: requests.parquet files or run directories.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Folder for compare.md and compare.svg.
+        #[arg(long, default_value = "compare")]
+        out: PathBuf,
+    },
     /// Fit the Universal Scalability Law to a two-column CSV (N, X).
     Usl {
         /// CSV with concurrency N and throughput X columns.
@@ -140,6 +149,7 @@ fn main() -> ExitCode {
             format,
         ),
         Command::Usl { input, format } => usl(&input, format),
+        Command::Compare { runs, out } => compare(&runs, &out),
         Command::Regress {
             base,
             new,
@@ -540,4 +550,119 @@ fn regress_junit(cmp: &aifb_analyzer::regress::Comparison) -> String {
     }
     x.push_str("</testsuite>\n");
     x
+}
+
+/// Reads one metric from a level's summary.
+type StageMetric = fn(&stages::StageSummary) -> Option<f64>;
+
+fn compare(runs: &[PathBuf], out: &Path) -> Result<(), Failure> {
+    use aifb_analyzer::plot::{Line, Panel, palette, two_panels};
+    use aifb_analyzer::report::fmt_level;
+    let mut loaded = Vec::new();
+    for path in runs {
+        let (rows, manifest) = load_run(path)?;
+        let summaries = stages::summarize(&rows, &manifest.stages);
+        loaded.push((manifest, summaries));
+    }
+    let unit = if loaded[0].0.pattern == "open" {
+        "req/s"
+    } else {
+        "users"
+    };
+    if loaded.iter().any(|(m, _)| m.pattern != loaded[0].0.pattern) {
+        eprintln!("analyzer: warning: the runs mix closed and open loops; their load axes differ");
+    }
+    let mut levels: Vec<f64> = loaded
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|x| x.level))
+        .collect();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup();
+    let name = |m: &Manifest| format!("{} ({})", m.name, m.id);
+    let mut md = String::from("# aifb comparison\n\n");
+    for (i, (m, _)) in loaded.iter().enumerate() {
+        md.push_str(&format!(
+            "{}. `{}` {} {}, {}\n",
+            i + 1,
+            m.id,
+            m.name,
+            m.started_at,
+            m.environment.cpu
+        ));
+    }
+    let metrics: [(&str, StageMetric); 3] = [
+        ("throughput (req/s)", |s| Some(s.throughput_rps)),
+        ("p99 latency (ms)", |s| {
+            s.latency.and_then(|q| q.p99).map(|v| v * 1e3)
+        }),
+        ("p99 TTFT (ms)", |s| {
+            s.ttft.and_then(|q| q.p99).map(|v| v * 1e3)
+        }),
+    ];
+    for (title, get) in &metrics {
+        md.push_str(&format!("\n## {title}\n\n| {unit} |"));
+        for i in 0..loaded.len() {
+            md.push_str(&format!(" run {} |", i + 1));
+        }
+        md.push_str("\n|---:|");
+        md.push_str(&"---:|".repeat(loaded.len()));
+        md.push('\n');
+        for level in &levels {
+            md.push_str(&format!("| {} |", fmt_level(*level)));
+            for (_, summaries) in &loaded {
+                let cell = summaries
+                    .iter()
+                    .find(|s| s.level == *level)
+                    .and_then(get)
+                    .map_or("n/a".to_string(), |v| format!("{v:.2}"));
+                md.push_str(&format!(" {cell} |"));
+            }
+            md.push('\n');
+        }
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| Failure::input(format!("--out {}: {e}", out.display())))?;
+    let top: Vec<Line> = loaded
+        .iter()
+        .enumerate()
+        .map(|(i, (m, s))| Line {
+            label: name(m),
+            points: s.iter().map(|x| (x.level, x.throughput_rps)).collect(),
+            color: palette(i),
+        })
+        .collect();
+    let bottom: Vec<Line> = loaded
+        .iter()
+        .enumerate()
+        .map(|(i, (m, s))| Line {
+            label: name(m),
+            points: s
+                .iter()
+                .filter_map(|x| x.latency.map(|q| (x.level, q.p99_estimate)))
+                .collect(),
+            color: palette(i),
+        })
+        .collect();
+    let svg = out.join("compare.svg");
+    if let Err(e) = two_panels(
+        Panel {
+            title: "Throughput vs load",
+            y_desc: "requests/s",
+            lines: &top,
+        },
+        Panel {
+            title: "p99 latency vs load",
+            y_desc: "seconds",
+            lines: &bottom,
+        },
+        unit,
+        &svg,
+    ) {
+        eprintln!("analyzer: warning: plot not drawn: {e}");
+    }
+    md.push_str("\n![throughput and latency](compare.svg)\n");
+    let path = out.join("compare.md");
+    std::fs::write(&path, &md).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+    print!("{md}");
+    Ok(())
 }

@@ -9,9 +9,6 @@ use crate::report::Report;
 
 static FONT: Once = Once::new();
 
-/// A named line: label, points, colour.
-type Series<'s> = (&'s str, &'s [(f64, f64)], RGBColor);
-
 /// Registers the embedded font once per process.
 pub fn register_font() {
     FONT.call_once(|| {
@@ -25,67 +22,169 @@ pub fn register_font() {
     });
 }
 
-/// Throughput (top) and p99 latency and TTFT (bottom) versus load, one SVG.
-pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
+/// One labelled line of a plot.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// Legend label.
+    pub label: String,
+    /// (x, y) points.
+    pub points: Vec<(f64, f64)>,
+    /// Colour.
+    pub color: RGBColor,
+}
+
+/// A colour for the i-th of several runs.
+pub fn palette(i: usize) -> RGBColor {
+    const C: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    C[i % C.len()]
+}
+
+/// A panel: title, y-axis label, lines.
+pub struct Panel<'a> {
+    /// Title.
+    pub title: &'a str,
+    /// y-axis description.
+    pub y_desc: &'a str,
+    /// Lines.
+    pub lines: &'a [Line],
+}
+
+fn draw_lines<'a, X, Y>(
+    c: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    lines: &[Line],
+) -> Result<(), String>
+where
+    X: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+{
+    for line in lines.iter().filter(|l| !l.points.is_empty()) {
+        let color = line.color;
+        c.draw_series(LineSeries::new(
+            line.points.iter().cloned(),
+            color.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?
+        .label(line.label.clone())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        // Measured points get markers; model curves (many points) are lines only.
+        if line.points.len() <= 40 {
+            c.draw_series(
+                line.points
+                    .iter()
+                    .map(|p| Circle::new(*p, 4, color.filled())),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+/// Two stacked panels over the same load axis (log scale when the levels span 8x or more).
+pub fn two_panels(
+    top: Panel<'_>,
+    bottom: Panel<'_>,
+    unit: &str,
+    path: &Path,
+) -> Result<(), String> {
     register_font();
+    let xs = top
+        .lines
+        .iter()
+        .chain(bottom.lines)
+        .flat_map(|l| l.points.iter().map(|p| p.0));
+    let (lo, hi) = xs.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    });
+    if !lo.is_finite() {
+        return Err("nothing to plot".into());
+    }
+    let lo = lo.max(1e-9);
+    let hi = hi.max(lo * 1.0001);
+    let log_x = hi / lo >= 8.0;
+    let root = SVGBackend::new(path, (900, 720)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (top_area, bottom_area) = root.split_vertically(360);
+    for (area, panel) in [(&top_area, &top), (&bottom_area, &bottom)] {
+        let ymax = panel
+            .lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.15;
+        let mut builder = ChartBuilder::on(area);
+        builder
+            .caption(panel.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64);
+        macro_rules! finish {
+            ($c:expr) => {{
+                let mut c = $c.map_err(|e| e.to_string())?;
+                c.configure_mesh()
+                    .light_line_style(WHITE)
+                    .x_labels(8)
+                    .x_label_formatter(&|v: &f64| {
+                        crate::report::fmt_level((v * 100.0).round() / 100.0)
+                    })
+                    .x_desc(format!("load ({unit})"))
+                    .y_desc(panel.y_desc)
+                    .label_style(("sans-serif", 13))
+                    .draw()
+                    .map_err(|e| e.to_string())?;
+                draw_lines(&mut c, panel.lines)?;
+            }};
+        }
+        if log_x {
+            finish!(builder.build_cartesian_2d((lo * 0.9..hi * 1.1).log_scale(), 0.0..ymax));
+        } else {
+            let pad = (hi - lo) * 0.05;
+            finish!(builder.build_cartesian_2d((lo - pad)..(hi + pad), 0.0..ymax));
+        }
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Throughput (with the simulator model and the USL fit) and p99 latency and TTFT versus load.
+pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
     let stages = &report.stages;
     if stages.is_empty() {
         return Err("no stage to plot".into());
     }
-    let lo = stages
-        .iter()
-        .map(|s| s.level)
-        .fold(f64::INFINITY, f64::min)
-        .max(1e-9);
-    let hi = stages
-        .iter()
-        .map(|s| s.level)
-        .fold(0.0, f64::max)
-        .max(lo * 1.0001);
-    let log_x = hi / lo >= 8.0;
-    let root = SVGBackend::new(path, (900, 720)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (top, bottom) = root.split_vertically(360);
-    let err = |e: DrawingAreaErrorKind<_>| e.to_string();
-    let unit = &report.level_unit;
-    let ymax = stages
-        .iter()
-        .map(|s| s.throughput_rps)
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.15;
-    let prediction: Vec<f64> = report
-        .simulator
-        .as_ref()
-        .map(|p| p.throughput_rps.clone())
-        .unwrap_or_default();
-    let ymax = prediction
-        .iter()
-        .cloned()
-        .fold(ymax, |a, b| a.max(b * 1.15));
-
-    macro_rules! chart {
-        ($area:expr, $caption:expr, $ylabel:expr, $ymin:expr, $ymax:expr, $xr:expr) => {{
-            let mut c = ChartBuilder::on($area)
-                .caption($caption, ("sans-serif", 20))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(64)
-                .build_cartesian_2d($xr, $ymin..$ymax)
-                .map_err(err)?;
-            c.configure_mesh()
-                .light_line_style(WHITE)
-                .x_labels(8)
-                .x_label_formatter(&|v: &f64| crate::report::fmt_level((v * 100.0).round() / 100.0))
-                .x_desc(format!("load ({unit})"))
-                .y_desc($ylabel)
-                .label_style(("sans-serif", 13))
-                .draw()
-                .map_err(err)?;
-            c
-        }};
-    }
-
+    let tput: Vec<(f64, f64)> = stages.iter().map(|s| (s.level, s.throughput_rps)).collect();
+    let pred: Vec<(f64, f64)> = match &report.simulator {
+        Some(p) => stages
+            .iter()
+            .zip(&p.throughput_rps)
+            .map(|(s, x)| (s.level, *x))
+            .collect(),
+        None => Vec::new(),
+    };
+    let (lo, hi) = tput.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+        (lo.min(p.0), hi.max(p.0))
+    });
+    let usl: Vec<(f64, f64)> = match &report.usl {
+        Some(u) if lo > 0.0 && hi > lo => (0..=100)
+            .map(|i| lo * (hi / lo).powf(f64::from(i) / 100.0))
+            .map(|n| (n, u.model.throughput(n)))
+            .collect(),
+        _ => Vec::new(),
+    };
     let p99: Vec<(f64, f64)> = stages
         .iter()
         .filter_map(|s| s.latency.map(|q| (s.level, q.p99_estimate)))
@@ -94,132 +193,47 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
         .iter()
         .filter_map(|s| s.ttft.map(|q| (s.level, q.p99_estimate)))
         .collect();
-    let lmax = p99
-        .iter()
-        .chain(&ttft)
-        .map(|p| p.1)
-        .fold(0.0, f64::max)
-        .max(1e-6)
-        * 1.15;
-    let tput: Vec<(f64, f64)> = stages.iter().map(|s| (s.level, s.throughput_rps)).collect();
-    let pred: Vec<(f64, f64)> = stages
-        .iter()
-        .zip(&prediction)
-        .map(|(s, p)| (s.level, *p))
-        .collect();
-    // The USL curve, sampled densely between the extreme levels.
-    let usl: Vec<(f64, f64)> = report
-        .usl
-        .as_ref()
-        .map(|u| {
-            (0..=100)
-                .map(|i| lo * (hi / lo).powf(f64::from(i) / 100.0))
-                .map(|n| (n, u.model.throughput(n)))
-                .collect()
-        })
-        .unwrap_or_default();
-
-    fn draw<
-        'a,
-        X: plotters::coord::ranged1d::Ranged<ValueType = f64>,
-        Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
-    >(
-        c: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
-        series: &[Series<'_>],
-    ) -> Result<(), String> {
-        for (label, points, color) in series {
-            if points.is_empty() {
-                continue;
-            }
-            let color = *color;
-            c.draw_series(LineSeries::new(
-                points.iter().cloned(),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?
-            .label(*label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-            // Measured points get markers; model curves (many points) are lines only.
-            if points.len() <= 40 {
-                c.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| e.to_string())
-    }
-
-    let blue = RGBColor(31, 119, 180);
-    let grey = RGBColor(150, 150, 150);
-    let red = RGBColor(214, 39, 40);
-    let orange = RGBColor(255, 127, 14);
-    let green = RGBColor(44, 160, 44);
-    if log_x {
-        let mut c = chart!(
-            &top,
-            "Throughput vs load",
-            "requests/s",
-            0.0,
-            ymax,
-            (lo * 0.9..hi * 1.1).log_scale()
-        );
-        draw(
-            &mut c,
-            &[
-                ("measured", &tput, blue),
-                ("simulator model", &pred, grey),
-                ("USL fit", &usl, green),
-            ],
-        )?;
-        let mut c = chart!(
-            &bottom,
-            "p99 latency vs load",
-            "seconds",
-            0.0,
-            lmax,
-            (lo * 0.9..hi * 1.1).log_scale()
-        );
-        draw(
-            &mut c,
-            &[("p99 latency", &p99, red), ("p99 TTFT", &ttft, orange)],
-        )?;
-    } else {
-        let pad = (hi - lo) * 0.05;
-        let mut c = chart!(
-            &top,
-            "Throughput vs load",
-            "requests/s",
-            0.0,
-            ymax,
-            (lo - pad)..(hi + pad)
-        );
-        draw(
-            &mut c,
-            &[
-                ("measured", &tput, blue),
-                ("simulator model", &pred, grey),
-                ("USL fit", &usl, green),
-            ],
-        )?;
-        let mut c = chart!(
-            &bottom,
-            "p99 latency vs load",
-            "seconds",
-            0.0,
-            lmax,
-            (lo - pad)..(hi + pad)
-        );
-        draw(
-            &mut c,
-            &[("p99 latency", &p99, red), ("p99 TTFT", &ttft, orange)],
-        )?;
-    }
-    root.present().map_err(|e| e.to_string())
+    let top = [
+        Line {
+            label: "measured".into(),
+            points: tput,
+            color: palette(0),
+        },
+        Line {
+            label: "simulator model".into(),
+            points: pred,
+            color: palette(7),
+        },
+        Line {
+            label: "USL fit".into(),
+            points: usl,
+            color: palette(2),
+        },
+    ];
+    let bottom = [
+        Line {
+            label: "p99 latency".into(),
+            points: p99,
+            color: palette(1),
+        },
+        Line {
+            label: "p99 TTFT".into(),
+            points: ttft,
+            color: palette(4),
+        },
+    ];
+    two_panels(
+        Panel {
+            title: "Throughput vs load",
+            y_desc: "requests/s",
+            lines: &top,
+        },
+        Panel {
+            title: "p99 latency vs load",
+            y_desc: "seconds",
+            lines: &bottom,
+        },
+        &report.level_unit,
+        path,
+    )
 }

@@ -214,3 +214,43 @@ fn foreign_input_exits_2_with_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn compare_puts_runs_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    write_run(&a, &shape(4000, 1.0, 1));
+    write_run(&b, &shape(4000, 2.0, 2));
+    let out_dir = dir.path().join("cmp");
+    let out = Command::new(env!("CARGO_BIN_EXE_analyzer"))
+        .arg("compare")
+        .arg(&a)
+        .arg(&b)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(out_dir.join("compare.md")).unwrap();
+    // One row per level with a column per run; the second run's P99 is twice the first's.
+    let row = md
+        .lines()
+        .skip_while(|l| !l.starts_with("## p99 latency"))
+        .find(|l| l.starts_with("| 8 |"))
+        .unwrap();
+    let cells: Vec<f64> = row
+        .split('|')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    assert_eq!(cells.len(), 3, "{row}");
+    assert!((cells[2] / cells[1] - 2.0).abs() < 0.01, "{row}");
+    assert!(
+        std::fs::read_to_string(out_dir.join("compare.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
+}
