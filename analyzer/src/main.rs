@@ -62,10 +62,14 @@ enum Command {
     /// for CI (0 unchanged or improved, 1 regressed, 3 inconclusive with
     /// --fail-on-inconclusive, 4 not comparable, 2 bad input).
     Regress {
-        /// The base run: a requests.parquet file or a run directory.
-        base: PathBuf,
-        /// The new run.
-        new: PathBuf,
+        /// The base run then the new run (requests.parquet files or run directories); with
+        /// --calibrate, two or more runs of one build.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// A/A calibration: compare every pair of the runs (all of one build) and report
+        /// the false-alarm rate; exit 1 if it exceeds 5 %.
+        #[arg(long)]
+        calibrate: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "md")]
         format: RegressFormat,
@@ -151,8 +155,22 @@ fn main() -> ExitCode {
         Command::Usl { input, format } => usl(&input, format),
         Command::Compare { runs, out } => compare(&runs, &out),
         Command::Regress {
-            base,
-            new,
+            runs,
+            calibrate: true,
+            p99_tolerance,
+            throughput_tolerance,
+            success_points,
+            recipe,
+            seed,
+            ..
+        } => calibrate_runs(
+            &runs,
+            (p99_tolerance, throughput_tolerance, success_points),
+            recipe.as_deref(),
+            seed,
+        ),
+        Command::Regress {
+            runs,
             format,
             p99_tolerance,
             throughput_tolerance,
@@ -160,9 +178,9 @@ fn main() -> ExitCode {
             recipe,
             fail_on_inconclusive,
             seed,
+            ..
         } => regress(
-            &base,
-            &new,
+            &runs,
             format,
             (p99_tolerance, throughput_tolerance, success_points),
             recipe.as_deref(),
@@ -384,17 +402,11 @@ fn load_run(path: &Path) -> Result<(Vec<aifb_core::requests::RequestRow>, Manife
     Ok((read.rows, manifest))
 }
 
-fn regress(
-    base: &Path,
-    new: &Path,
-    format: RegressFormat,
+fn tolerances(
     flags: (Option<f64>, Option<f64>, Option<f64>),
     recipe: Option<&Path>,
-    fail_on_inconclusive: bool,
-    seed: u64,
-) -> Result<(), Failure> {
-    use aifb_analyzer::regress::{Run, Tolerances, Verdict, compare};
-    let mut tol = Tolerances::default();
+) -> Result<aifb_analyzer::regress::Tolerances, Failure> {
+    let mut tol = aifb_analyzer::regress::Tolerances::default();
     if let Some(path) = recipe {
         let r = Recipe::load(path).map_err(|e| Failure::input(e.join("; ")))?;
         tol.p99 = r.analysis.regress.p99_latency;
@@ -415,6 +427,59 @@ fn regress(
     tol.p99 = flags.0.unwrap_or(tol.p99);
     tol.throughput = flags.1.unwrap_or(tol.throughput);
     tol.success_points = flags.2.unwrap_or(tol.success_points);
+    Ok(tol)
+}
+
+fn calibrate_runs(
+    paths: &[PathBuf],
+    flags: (Option<f64>, Option<f64>, Option<f64>),
+    recipe: Option<&Path>,
+    seed: u64,
+) -> Result<(), Failure> {
+    use aifb_analyzer::regress::{Run, calibrate};
+    let tol = tolerances(flags, recipe)?;
+    let loaded: Vec<_> = paths
+        .iter()
+        .map(|p| load_run(p))
+        .collect::<Result<_, _>>()?;
+    let runs: Vec<Run<'_>> = loaded
+        .iter()
+        .map(|(rows, m)| Run { manifest: m, rows })
+        .collect();
+    let c = calibrate(&runs, tol, seed);
+    println!(
+        "A/A calibration: {} pairs, {} with a false REGRESSED ({:.1} %); {} of {} gated findings",
+        c.pairs,
+        c.false_alarm_pairs,
+        c.pair_rate * 100.0,
+        c.false_alarm_findings,
+        c.findings
+    );
+    if c.pair_rate > 0.05 {
+        return Err(Failure::check(format!(
+            "false-alarm rate {:.1} % exceeds 5 %: widen the tolerances or measure longer",
+            c.pair_rate * 100.0
+        )));
+    }
+    Ok(())
+}
+
+fn regress(
+    runs: &[PathBuf],
+    format: RegressFormat,
+    flags: (Option<f64>, Option<f64>, Option<f64>),
+    recipe: Option<&Path>,
+    fail_on_inconclusive: bool,
+    seed: u64,
+) -> Result<(), Failure> {
+    use aifb_analyzer::regress::{Run, Verdict, compare};
+    let tol = tolerances(flags, recipe)?;
+    let [base, new] = runs else {
+        return Err(Failure::input(format!(
+            "regress compares two runs, got {} (use --calibrate for more)",
+            runs.len()
+        )));
+    };
     let (base_rows, base_manifest) = load_run(base)?;
     let (new_rows, new_manifest) = load_run(new)?;
     let cmp = compare(
@@ -501,6 +566,23 @@ fn regress_markdown(
             f.ratio,
             f.reason
         ));
+    }
+    let significant: Vec<_> = cmp.ungated.iter().filter(|o| o.significant).collect();
+    if !significant.is_empty() {
+        md.push_str(
+            "\nNot gated, but changed (Benjamini–Hochberg q ≤ 0.05 over every ungated metric):\n\n",
+        );
+        for o in significant {
+            md.push_str(&format!(
+                "- level {} {}: {:.4} → {:.4} ({:+.1} %, q = {:.3})\n",
+                aifb_analyzer::report::fmt_level(o.level),
+                o.metric,
+                o.base,
+                o.new,
+                (o.ratio - 1.0) * 100.0,
+                o.q_value
+            ));
+        }
     }
     md
 }

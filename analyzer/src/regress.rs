@@ -91,6 +91,42 @@ pub struct Finding {
     pub reason: String,
 }
 
+/// A change in a metric the gate does not act on, with its false-discovery-controlled
+/// significance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Observation {
+    /// Load level.
+    pub level: f64,
+    /// `p50_latency`, `p50_ttft`.
+    pub metric: String,
+    /// Base value.
+    pub base: f64,
+    /// New value.
+    pub new: f64,
+    /// new / base.
+    pub ratio: f64,
+    /// Two-sided bootstrap p-value of "no change".
+    pub p_value: f64,
+    /// Benjamini–Hochberg adjusted p-value across every observation of the comparison.
+    pub q_value: f64,
+    /// q ≤ 0.05.
+    pub significant: bool,
+}
+
+/// Benjamini–Hochberg adjusted p-values (q-values), in the input order.
+pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut q = vec![1.0; m];
+    let mut running = 1.0f64;
+    for (rank, &i) in order.iter().enumerate().rev() {
+        running = running.min(p[i] * m as f64 / (rank + 1) as f64);
+        q[i] = running.min(1.0);
+    }
+    q
+}
+
 /// The comparison of two runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
@@ -100,6 +136,8 @@ pub struct Comparison {
     pub warnings: Vec<String>,
     /// Findings, level by level.
     pub findings: Vec<Finding>,
+    /// Ungated metrics, for information.
+    pub ungated: Vec<Observation>,
     /// Tolerances used.
     pub tolerances: Tolerances,
 }
@@ -330,6 +368,7 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
         not_comparable,
         warnings,
         findings: Vec::new(),
+        ungated: Vec::new(),
         tolerances: tol,
     };
     if out.not_comparable.is_some() {
@@ -435,6 +474,51 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
                 reason,
             });
         }
+        // Ungated: medians, with a bootstrap p-value of "no change".
+        let medians: [(&str, Measure); 2] = [
+            ("p50_latency", |r| Some(r.latency_s())),
+            ("p50_ttft", |r| r.ttft_s()),
+        ];
+        for (metric, value) in medians {
+            let (bb, nb) = (batches(b, bw, value), batches(n, nw, value));
+            let median = |bs: &[&Vec<f64>]| {
+                let mut all: Vec<f64> = bs.iter().flat_map(|b| b.iter().copied()).collect();
+                all.sort_by(f64::total_cmp);
+                percentile(&all, 0.5)
+            };
+            let (Some(bv), Some(nv)) = (
+                median(&bb.iter().collect::<Vec<_>>()),
+                median(&nb.iter().collect::<Vec<_>>()),
+            ) else {
+                continue;
+            };
+            if bv <= 0.0 {
+                continue;
+            }
+            let ratios: Vec<f64> = (0..RESAMPLES)
+                .filter_map(|_| {
+                    let b = median(&resample(&mut rng, &bb))?;
+                    let n = median(&resample(&mut rng, &nb))?;
+                    (b > 0.0).then(|| n / b)
+                })
+                .collect();
+            if ratios.is_empty() {
+                continue;
+            }
+            let below = ratios.iter().filter(|r| **r <= 1.0).count();
+            let above = ratios.len() - below;
+            let p = ((2 * below.min(above) + 1) as f64 / (ratios.len() + 1) as f64).min(1.0);
+            out.ungated.push(Observation {
+                level,
+                metric: metric.into(),
+                base: bv,
+                new: nv,
+                ratio: nv / bv,
+                p_value: p,
+                q_value: 1.0,
+                significant: false,
+            });
+        }
         // Throughput.
         let (bc, nc) = (completion_batches(b, bw), completion_batches(n, nw));
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -525,7 +609,65 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
             });
         }
     }
+    let q = benjamini_hochberg(&out.ungated.iter().map(|o| o.p_value).collect::<Vec<_>>());
+    for (o, q) in out.ungated.iter_mut().zip(q) {
+        o.q_value = q;
+        o.significant = q <= 0.05;
+    }
     out
+}
+
+/// The false-alarm rate of the gate on runs of one build: every pair compared.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Calibration {
+    /// Pairs compared.
+    pub pairs: usize,
+    /// Pairs with at least one REGRESSED finding.
+    pub false_alarm_pairs: usize,
+    /// Gated findings in all pairs.
+    pub findings: usize,
+    /// Gated findings that said REGRESSED.
+    pub false_alarm_findings: usize,
+    /// false_alarm_pairs / pairs.
+    pub pair_rate: f64,
+}
+
+/// Compares every pair of runs (all of one build) and counts false alarms.
+pub fn calibrate(runs: &[Run<'_>], tol: Tolerances, seed: u64) -> Calibration {
+    let mut c = Calibration {
+        pairs: 0,
+        false_alarm_pairs: 0,
+        findings: 0,
+        false_alarm_findings: 0,
+        pair_rate: 0.0,
+    };
+    for i in 0..runs.len() {
+        for j in (i + 1)..runs.len() {
+            let cmp = compare(
+                &runs[i],
+                &runs[j],
+                tol,
+                seed.wrapping_add((i * runs.len() + j) as u64),
+            );
+            c.pairs += 1;
+            c.findings += cmp.findings.len();
+            let regressed = cmp
+                .findings
+                .iter()
+                .filter(|f| f.verdict == Verdict::Regressed)
+                .count();
+            c.false_alarm_findings += regressed;
+            if regressed > 0 {
+                c.false_alarm_pairs += 1;
+            }
+        }
+    }
+    c.pair_rate = if c.pairs > 0 {
+        c.false_alarm_pairs as f64 / c.pairs as f64
+    } else {
+        0.0
+    };
+    c
 }
 
 fn by_stage(rows: &[RequestRow]) -> BTreeMap<u32, Vec<&RequestRow>> {
@@ -551,6 +693,18 @@ mod tests {
         // Centre 1.14, half-width 0.0425, nearest edge 1.1: (0.0425 / 0.04)² ≈ 1.13.
         assert!((more_samples((1.0975, 1.1825), 0.1) - 1.128_906_25).abs() < 1e-6);
         assert!(more_samples((0.9, 1.3), 0.1).is_infinite());
+    }
+
+    #[test]
+    fn benjamini_hochberg_matches_the_textbook() {
+        // p = (0.01, 0.04, 0.03, 0.20), m = 4: sorted 0.01, 0.03, 0.04, 0.20 give
+        // 0.04, 0.06, 0.0533.., 0.20, then monotone from the top: 0.04, 0.0533, 0.0533, 0.20.
+        let q = benjamini_hochberg(&[0.01, 0.04, 0.03, 0.20]);
+        let want = [0.04, 0.16 / 3.0, 0.16 / 3.0, 0.20];
+        for (a, b) in q.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{q:?}");
+        }
+        assert!(benjamini_hochberg(&[]).is_empty());
     }
 
     #[test]

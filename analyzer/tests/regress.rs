@@ -254,3 +254,71 @@ fn compare_puts_runs_side_by_side() {
             .contains("<svg")
     );
 }
+
+#[test]
+fn a_a_calibration_stays_under_five_percent() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = (0..6u64)
+        .map(|seed| {
+            let p = dir.path().join(format!("run{seed}.parquet"));
+            write_run(&p, &shape(4000, 1.0, 100 + seed));
+            p
+        })
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_analyzer"))
+        .arg("regress")
+        .arg("--calibrate")
+        .args(&paths)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("15 pairs, 0 with a false REGRESSED"),
+        "{text}"
+    );
+    // Two runs only, without --calibrate; three are refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_analyzer"))
+        .arg("regress")
+        .args(&paths[..3])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn ungated_medians_are_reported_with_false_discovery_control() {
+    let (code, out, _) = regress(
+        &shape(4000, 1.0, 1),
+        &shape(4000, 1.5, 2),
+        &["--format", "json", "--p99-tolerance", "0.6"],
+    );
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ungated = v["comparison"]["ungated"].as_array().unwrap();
+    let p50 = ungated
+        .iter()
+        .find(|o| o["metric"] == "p50_latency")
+        .unwrap();
+    assert_eq!(p50["significant"], true, "{p50}");
+    assert!(p50["q_value"].as_f64().unwrap() <= 0.05);
+    let (_, out, _) = regress(
+        &shape(4000, 1.0, 1),
+        &shape(4000, 1.0, 2),
+        &["--format", "json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["comparison"]["ungated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["significant"] == false),
+        "{out}"
+    );
+}
