@@ -3,6 +3,8 @@
 #   - promtool and prometheus (Debian package prometheus) for exposition checks and a
 #     real Prometheus scraping the exporter,
 #   - redis-server and PostgreSQL, probed by the exporter,
+#   - Chromium, which must render the HTML report,
+
 
 #   - a Python venv with pyarrow (cached) to open the Parquet files as users will,
 #   - cargo-nextest when it is missing (falls back to cargo test).
@@ -34,6 +36,8 @@ command -v promtool >/dev/null || apt_install prometheus
 command -v redis-server >/dev/null || apt_install redis-server
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 command -v setpriv >/dev/null || apt_install util-linux
+command -v chromium >/dev/null || apt_install chromium
+
 
 command -v python3 >/dev/null || apt_install python3 python3-venv
 

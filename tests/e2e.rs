@@ -132,7 +132,56 @@ fn short_demo_run_keeps_every_contract() {
         "saturation attributed to {why}: {}",
         report["bottlenecks"]
     );
+    // report.html renders in a real browser: headless Chromium, no network.
+    let html = run.join("report/report.html");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let profile = tmp.path().join("chromium-profile");
+    let url = format!("file://{}", html.display());
+    let dom = Command::new(&chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", &url])
+        .output()
+        .expect("chromium is installed (scripts/test.sh installs it)");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("id=\"verdict\"") && dom.contains("max throughput"),
+        "{}",
+        &dom[..dom.len().min(500)]
+    );
+    assert_eq!(dom.matches("<svg").count(), 3, "three inline plots");
+    let shot = tmp.path().join("report.png");
+    let status = Command::new(&chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args([
+            "--window-size=1100,2400",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "screenshot of {} bytes",
+        png.len()
+    );
     let svg = std::fs::read_to_string(run.join("report/plots/throughput_latency.svg")).unwrap();
+
     assert!(svg.contains("<svg") && svg.contains("Throughput vs load"));
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();

@@ -5,6 +5,7 @@
 //! | [`stages`] | per-stage aggregates from request rows and stage windows |
 //! | [`bottleneck`] | bottleneck attribution per level from metrics.parquet |
 //! | [`changepoint`] | change points by E-divisive means (steadiness within a level) |
+//! | [`html`] | the self-contained report.html |
 //! | [`knee`] | the Kneedle knee (matches kneed 0.9.0 for concave, increasing curves) |
 //! | [`regress`] | the regression gate: comparability, block-bootstrap verdicts, exact tests |
 //! | [`report`] | the report: saturation summary, report.md and report.json |
@@ -14,6 +15,7 @@
 
 pub mod bottleneck;
 pub mod changepoint;
+pub mod html;
 pub mod knee;
 pub mod plot;
 pub mod regress;

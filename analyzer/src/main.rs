@@ -237,8 +237,12 @@ fn report(run: &Path, format: Format) -> Result<(), Failure> {
         None => stages::windows_from_rows(&file.rows),
     };
     let summaries = stages::summarize(&file.rows, &windows);
-    let findings = if dir.metrics().is_file() {
-        let samples = aifb_core::metrics::read(&dir.metrics()).map_err(Failure::input)?;
+    let samples = if dir.metrics().is_file() {
+        aifb_core::metrics::read(&dir.metrics()).map_err(Failure::input)?
+    } else {
+        Vec::new()
+    };
+    let findings = if !samples.is_empty() {
         let batch_limit = recipe
             .as_ref()
             .filter(|r| r.service.kind == aifb_core::recipe::ServiceKind::Simulator)
@@ -265,9 +269,70 @@ fn report(run: &Path, format: Format) -> Result<(), Failure> {
     let json = serde_json::to_string_pretty(&report).map_err(|e| Failure::check(e.to_string()))?;
     write(out.join("report.json"), json.clone())?;
     write(out.join("report.md"), report.markdown())?;
-    if let Err(e) = plot::throughput_latency(&report, &plots.join("throughput_latency.svg")) {
-        eprintln!("analyzer: warning: plot not drawn: {e}");
+    let mut svgs: Vec<(&str, String)> = Vec::new();
+    let spectrum_points = report
+        .max_throughput
+        .map(|m| {
+            let mut lat: Vec<f64> = file
+                .rows
+                .iter()
+                .filter(|r| r.stage == m.stage && r.ok && r.phase == "measure")
+                .map(|r| r.latency_s())
+                .collect();
+            lat.sort_by(f64::total_cmp);
+            [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999]
+                .into_iter()
+                .filter(|p| lat.len() >= stages::min_samples(*p))
+                .filter_map(|p| stages::percentile(&lat, p).map(|v| (p, v)))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let spectrum_title = report
+        .max_throughput
+        .map(|m| {
+            format!(
+                "Latency percentiles at {} {} (maximum throughput)",
+                aifb_analyzer::report::fmt_level(m.level),
+                report.level_unit
+            )
+        })
+        .unwrap_or_default();
+    let drawn: [(&str, &str, Result<(), String>); 3] = [
+        (
+            "throughput_latency.svg",
+            "Throughput versus load, with the simulator model and the USL fit; p99 latency and TTFT versus load.",
+            plot::throughput_latency(&report, &plots.join("throughput_latency.svg")),
+        ),
+        (
+            "latency_log.svg",
+            "P50 and P99 latency and TTFT versus load, log scale.",
+            plot::latency_log(&report, &plots.join("latency_log.svg")),
+        ),
+        (
+            "spectrum.svg",
+            "Latency percentile spectrum at the level of maximum throughput (only percentiles its sample count bounds).",
+            plot::spectrum(
+                &spectrum_points,
+                &spectrum_title,
+                &plots.join("spectrum.svg"),
+            ),
+        ),
+    ];
+    for (name, caption, result) in drawn {
+        match result {
+            Ok(()) => {
+                if let Ok(svg) = std::fs::read_to_string(plots.join(name)) {
+                    svgs.push((caption, svg));
+                }
+            }
+            Err(e) => eprintln!("analyzer: warning: {name} not drawn: {e}"),
+        }
     }
+    let energy = energy_per_level(&samples, &windows, &report.stages);
+    write(
+        out.join("report.html"),
+        aifb_analyzer::html::render(&report, manifest.as_ref(), &svgs, &energy),
+    )?;
     match format {
         Format::Json => println!("{json}"),
         Format::Text => {
@@ -747,4 +812,31 @@ fn compare(runs: &[PathBuf], out: &Path) -> Result<(), Failure> {
     std::fs::write(&path, &md).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
     print!("{md}");
     Ok(())
+}
+
+/// Joules per request and per token at each level, from the GPUs' energy counters.
+fn energy_per_level(
+    samples: &[aifb_core::metrics::MetricSample],
+    windows: &[aifb_core::run::StageWindow],
+    stages: &[stages::StageSummary],
+) -> Vec<aifb_analyzer::html::Energy> {
+    let idx = aifb_analyzer::bottleneck::Samples::new(samples);
+    let energy = idx.series("exporter", "aifb_gpu_energy_joules_total", &[]);
+    if energy.is_empty() {
+        return Vec::new();
+    }
+    windows
+        .iter()
+        .zip(stages)
+        .filter_map(|(w, s)| {
+            let watts =
+                energy.rate(w.measure_start_ns / 1_000_000, w.measure_end_ns / 1_000_000)?;
+            (s.throughput_rps > 0.0).then(|| aifb_analyzer::html::Energy {
+                level: s.level,
+                joules_per_request: watts / s.throughput_rps,
+                joules_per_token: (s.output_tokens_per_s > 0.0)
+                    .then(|| watts / s.output_tokens_per_s),
+            })
+        })
+        .collect()
 }

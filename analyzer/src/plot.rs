@@ -237,3 +237,124 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
         path,
     )
 }
+
+/// P50 and P99 of latency and TTFT versus load, on a logarithmic time axis.
+pub fn latency_log(report: &Report, path: &Path) -> Result<(), String> {
+    register_font();
+    let pick = |f: &dyn Fn(&crate::stages::StageSummary) -> Option<f64>| -> Vec<(f64, f64)> {
+        report
+            .stages
+            .iter()
+            .filter_map(|s| f(s).filter(|v| *v > 0.0).map(|v| (s.level, v)))
+            .collect()
+    };
+    let lines = [
+        Line {
+            label: "p50 latency".into(),
+            points: pick(&|s| s.latency.and_then(|q| q.p50)),
+            color: palette(0),
+        },
+        Line {
+            label: "p99 latency".into(),
+            points: pick(&|s| s.latency.map(|q| q.p99_estimate)),
+            color: palette(1),
+        },
+        Line {
+            label: "p50 TTFT".into(),
+            points: pick(&|s| s.ttft.and_then(|q| q.p50)),
+            color: palette(2),
+        },
+        Line {
+            label: "p99 TTFT".into(),
+            points: pick(&|s| s.ttft.map(|q| q.p99_estimate)),
+            color: palette(4),
+        },
+    ];
+    let all: Vec<(f64, f64)> = lines
+        .iter()
+        .flat_map(|l| l.points.iter().copied())
+        .collect();
+    if all.is_empty() {
+        return Err("no latency to plot".into());
+    }
+    let (xlo, xhi) = all.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
+    });
+    let (ylo, yhi) = all.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
+        (a.min(p.1), b.max(p.1))
+    });
+    let xhi = xhi.max(xlo * 1.0001);
+    let root = SVGBackend::new(path, (900, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut c = ChartBuilder::on(&root)
+        .caption("Latency and TTFT vs load (log scale)", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (xlo * 0.9..xhi * 1.1).log_scale(),
+            (ylo * 0.8..yhi * 1.25).log_scale(),
+        )
+        .map_err(|e| e.to_string())?;
+    c.configure_mesh()
+        .light_line_style(WHITE)
+        .x_labels(8)
+        .x_label_formatter(&|v: &f64| crate::report::fmt_level((v * 100.0).round() / 100.0))
+        .y_label_formatter(&|v: &f64| format!("{:.3}", v))
+        .x_desc(format!("load ({})", report.level_unit))
+        .y_desc("seconds")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    draw_lines(&mut c, &lines)?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// The latency percentile spectrum at one level (HdrHistogram style): latency against the
+/// percentile, with the percentile axis stretched as −log10(1 − p).
+pub fn spectrum(points: &[(f64, f64)], title: &str, path: &Path) -> Result<(), String> {
+    register_font();
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|(p, _)| *p < 1.0)
+        .map(|(p, v)| (-(1.0 - p).log10(), *v))
+        .collect();
+    if pts.len() < 2 {
+        return Err("too few points for a spectrum".into());
+    }
+    let xmax = pts.iter().map(|p| p.0).fold(0.0f64, f64::max);
+    let ymax = pts.iter().map(|p| p.1).fold(0.0f64, f64::max) * 1.15;
+    let root = SVGBackend::new(path, (900, 360)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut c = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..xmax.ceil().max(1.0), 0.0..ymax.max(1e-9))
+        .map_err(|e| e.to_string())?;
+    c.configure_mesh()
+        .light_line_style(WHITE)
+        // One tick per "nine": 0 %, 90 %, 99 %, 99.9 %...
+        .x_labels(xmax.ceil().max(1.0) as usize + 1)
+        .x_label_formatter(&|x: &f64| {
+            let p = (1.0 - 10f64.powf(-x)) * 100.0;
+            if p >= 99.5 {
+                format!("{p:.1}%")
+            } else {
+                format!("{p:.0}%")
+            }
+        })
+        .x_desc("percentile")
+        .y_desc("latency (s)")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let line = [Line {
+        label: "service latency".into(),
+        points: pts,
+        color: palette(1),
+    }];
+    draw_lines(&mut c, &line)?;
+    root.present().map_err(|e| e.to_string())
+}
