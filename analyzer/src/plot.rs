@@ -185,6 +185,27 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
             .collect(),
         _ => Vec::new(),
     };
+    // The band as one closed envelope: upper edge left to right, lower edge back.
+    let band: Vec<(f64, f64)> = match &report.usl {
+        Some(u) if lo > 0.0 && hi > lo => {
+            let grid: Vec<f64> = (0..=50)
+                .map(|i| lo * (hi / lo).powf(f64::from(i) / 50.0))
+                .collect();
+            let edges: Option<Vec<(f64, f64)>> = grid.iter().map(|&n| u.band(n)).collect();
+            edges
+                .map(|e| {
+                    let upper = grid.iter().zip(&e).map(|(n, (_, up))| (*n, *up));
+                    let lower = grid
+                        .iter()
+                        .zip(&e)
+                        .rev()
+                        .map(|(n, (low, _))| (*n, low.max(0.0)));
+                    upper.chain(lower).collect()
+                })
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
     let p99: Vec<(f64, f64)> = stages
         .iter()
         .filter_map(|s| s.latency.map(|q| (s.level, q.p99_estimate)))
@@ -208,6 +229,11 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
             label: "USL fit".into(),
             points: usl,
             color: palette(2),
+        },
+        Line {
+            label: "USL 95 % band".into(),
+            points: band,
+            color: RGBColor(152, 223, 138),
         },
     ];
     let bottom = [

@@ -95,6 +95,10 @@ pub struct Fit {
     pub se: Option<Usl>,
     /// 95 % confidence intervals of σ, κ, λ: (low, high).
     pub ci95: Option<[(f64, f64); 3]>,
+    /// Covariance of (σ, κ, λ).
+    pub covariance: Option<[[f64; 3]; 3]>,
+    /// Student t quantile (97.5 %) for the fit's degrees of freedom.
+    pub t975: Option<f64>,
     /// Residual standard error.
     pub residual_se: f64,
     /// Coefficient of determination.
@@ -170,6 +174,21 @@ fn inverse3(a: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
         }
     }
     Some(inv)
+}
+
+impl Fit {
+    /// 95 % confidence band of the fitted throughput at `n` (delta method: the gradient of
+    /// X(N) against the parameters' covariance).
+    pub fn band(&self, n: f64) -> Option<(f64, f64)> {
+        let (cov, t) = (self.covariance?, self.t975?);
+        let g = jacobian_row(&self.model, n);
+        let var: f64 = (0..3)
+            .flat_map(|a| (0..3).map(move |b| (a, b)))
+            .map(|(a, b)| g[a] * cov[a][b] * g[b])
+            .sum();
+        let x = self.model.throughput(n);
+        (var >= 0.0 && t.is_finite()).then(|| (x - t * var.sqrt(), x + t * var.sqrt()))
+    }
 }
 
 /// Fits the USL to (N, X) points. Needs at least 3 points with N ≥ 1 and X > 0.
@@ -251,6 +270,8 @@ pub fn fit(n: &[f64], x: &[f64]) -> Result<Fit, String> {
     } else {
         0.0
     };
+    let mut covariance = None;
+    let mut t975 = None;
     let (se, ci95) = if dof > 0 {
         let mut jtj = [[0.0; 3]; 3];
         for &ni in n {
@@ -264,6 +285,7 @@ pub fn fit(n: &[f64], x: &[f64]) -> Result<Fit, String> {
         match inverse3(jtj) {
             Some(inv) => {
                 let s2 = cost / dof as f64;
+                covariance = Some(inv.map(|row| row.map(|v| v * s2)));
                 let se = Usl {
                     sigma: (inv[0][0] * s2).sqrt(),
                     kappa: (inv[1][1] * s2).sqrt(),
@@ -272,6 +294,7 @@ pub fn fit(n: &[f64], x: &[f64]) -> Result<Fit, String> {
                 let t = StudentsT::new(0.0, 1.0, dof as f64)
                     .map(|d| d.inverse_cdf(0.975))
                     .unwrap_or(f64::NAN);
+                t975 = Some(t);
                 let ci = [
                     (m.sigma - t * se.sigma, m.sigma + t * se.sigma),
                     (m.kappa - t * se.kappa, m.kappa + t * se.kappa),
@@ -289,6 +312,8 @@ pub fn fit(n: &[f64], x: &[f64]) -> Result<Fit, String> {
         model: m,
         se,
         ci95,
+        covariance,
+        t975,
         residual_se,
         r_squared,
         peak_concurrency: m.peak_concurrency(),

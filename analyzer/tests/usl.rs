@@ -78,6 +78,14 @@ fn cisco_matches_the_book_and_the_refit() {
         0.01
     ));
     assert!(f.good && !f.at_bound);
+    // The band holds the fit, widens where data are scarce (beyond the last N), and at
+    // N = 1 is about λ ± t·se(λ) since X(1) = λ.
+    let (lo, hi) = f.band(16.0).unwrap();
+    assert!(lo < f.model.throughput(16.0) && f.model.throughput(16.0) < hi);
+    let width = |n: f64| f.band(n).map(|(a, b)| b - a).unwrap();
+    assert!(width(64.0) > width(16.0));
+    let t = f.t975.unwrap();
+    assert!(close(width(1.0) / 2.0, t * se.lambda, 1e-6));
     // usl-rs asserts these on its own fit; the book rounds the parameters to 7 digits.
     let m = Usl {
         sigma: book["sigma"].as_f64().unwrap(),
