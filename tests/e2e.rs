@@ -560,3 +560,74 @@ fn a_cpu_burning_service_is_attributed_to_host_cpu() {
     assert_eq!(top["class"], "host_cpu", "{}", report["bottlenecks"]);
     assert!(top["evidence"].to_string().contains("CPU cores"), "{top}");
 }
+
+#[test]
+fn the_gate_catches_a_slower_service_from_real_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = |step: &str| {
+        short_demo("[4, 8]", "6s")
+            .replace(
+                "decode_step_base: 8ms",
+                &format!("decode_step_base: {step}"),
+            )
+            .replace("decode_step_per_seq: 250us", "decode_step_per_seq: 125us")
+            .replace("max_tokens: 32", "max_tokens: 16")
+    };
+    let mut runs = Vec::new();
+    for (name, step) in [("base", "2ms"), ("slower", "3ms")] {
+        std::fs::write(tmp.path().join(format!("{name}.yaml")), recipe(step)).unwrap();
+        let out = aifb(tmp.path(), &["run", &format!("{name}.yaml"), "--out", name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        runs.push(only_run(&tmp.path().join(name)).join("requests.parquet"));
+    }
+    // Same workload, slower service: the gate must say so, from real measurements.
+    let out = Command::new(bin("analyzer"))
+        .arg("regress")
+        .arg(&runs[0])
+        .arg(&runs[1])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let findings = v["comparison"]["findings"].as_array().unwrap();
+    let at8 = |metric: &str| {
+        findings
+            .iter()
+            .find(|f| f["level"] == 8.0 && f["metric"] == metric)
+            .map(|f| f["verdict"].clone())
+    };
+    assert_eq!(
+        at8("throughput"),
+        Some(serde_json::json!("REGRESSED")),
+        "{text}"
+    );
+    assert_eq!(
+        at8("p99_latency"),
+        Some(serde_json::json!("REGRESSED")),
+        "{text}"
+    );
+    // And the base against itself is no regression.
+    let out = Command::new(bin("analyzer"))
+        .arg("regress")
+        .arg(&runs[0])
+        .arg(&runs[0])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
