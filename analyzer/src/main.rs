@@ -703,7 +703,7 @@ fn regress_junit(cmp: &aifb_analyzer::regress::Comparison) -> String {
 type StageMetric = fn(&stages::StageSummary) -> Option<f64>;
 
 fn compare(runs: &[PathBuf], out: &Path) -> Result<(), Failure> {
-    use aifb_analyzer::plot::{Line, Panel, palette, two_panels};
+    use aifb_analyzer::plot::{Line, palette, throughput_and_p99};
     use aifb_analyzer::report::fmt_level;
     let mut loaded = Vec::new();
     for path in runs {
@@ -791,20 +791,7 @@ fn compare(runs: &[PathBuf], out: &Path) -> Result<(), Failure> {
         })
         .collect();
     let svg = out.join("compare.svg");
-    if let Err(e) = two_panels(
-        Panel {
-            title: "Throughput vs load",
-            y_desc: "requests/s",
-            lines: &top,
-        },
-        Panel {
-            title: "p99 latency vs load",
-            y_desc: "seconds",
-            lines: &bottom,
-        },
-        unit,
-        &svg,
-    ) {
+    if let Err(e) = throughput_and_p99(&top, &bottom, unit, &svg) {
         eprintln!("analyzer: warning: plot not drawn: {e}");
     }
     md.push_str("\n![throughput and latency](compare.svg)\n");

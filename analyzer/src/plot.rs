@@ -248,18 +248,28 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
             color: palette(4),
         },
     ];
+    throughput_and_p99(&top, &bottom, &report.level_unit, path)
+}
+
+/// The standard pair of panels: throughput lines on top, p99 latency lines below.
+pub fn throughput_and_p99(
+    top: &[Line],
+    bottom: &[Line],
+    unit: &str,
+    path: &Path,
+) -> Result<(), String> {
     two_panels(
         Panel {
             title: "Throughput vs load",
             y_desc: "requests/s",
-            lines: &top,
+            lines: top,
         },
         Panel {
             title: "p99 latency vs load",
             y_desc: "seconds",
-            lines: &bottom,
+            lines: bottom,
         },
-        &report.level_unit,
+        unit,
         path,
     )
 }

@@ -5,18 +5,13 @@
 //! Needs redis-server, PostgreSQL's server binaries and prometheus (scripts/test.sh
 //! installs them).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Running, start_exporter};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -59,24 +54,6 @@ fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
         assert!(start.elapsed() < limit, "{what} not ready within {limit:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn start_exporter(args: &[String]) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_exporter"))
-        .args(["--web.listen-address", "127.0.0.1:0", "--no-collector.gpu"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (
-        Running(child),
-        line.trim().trim_start_matches("listening on ").to_string(),
-    )
 }
 
 fn scrape(url: &str) -> Vec<aifb_core::promtext::Sample> {

@@ -1,51 +1,32 @@
 //! The exporter binary over TLS with basic authentication and client certificates,
 //! configured with an exporter-toolkit web config file.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
+
+use common::{Running, start_exporter};
 
 use base64::Engine;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(web_config: &Path) -> (Running, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_exporter"))
-        .args([
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--no-collector.gpu",
-            "--web.config.file",
-        ])
-        .arg(web_config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
+    let (running, url) =
+        start_exporter(&["--web.config.file".into(), web_config.display().to_string()]);
+    let port = url
         .rsplit(':')
         .next()
         .unwrap()
         .trim_end_matches("/metrics")
         .parse()
         .unwrap();
-    (Running(child), port)
+    (running, port)
 }
 
 struct Pki {
