@@ -10,6 +10,7 @@
 //! | [`regress`] | the regression gate: comparability, block-bootstrap verdicts, exact tests |
 //! | [`report`] | the report: saturation summary, report.md and report.json |
 //! | [`plot`] | SVG plots with an embedded font |
+//! | [`summary`] | streaming per-level summary of files of any size |
 //! | [`table`] | two-column CSV input with located errors |
 //! | [`usl`] | the Universal Scalability Law: model, closed forms and fit |
 
@@ -21,5 +22,6 @@ pub mod plot;
 pub mod regress;
 pub mod report;
 pub mod stages;
+pub mod summary;
 pub mod table;
 pub mod usl;

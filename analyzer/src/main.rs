@@ -101,6 +101,15 @@ enum Command {
         #[arg(long, default_value = "compare")]
         out: PathBuf,
     },
+    /// Per-level counts, throughput and latency percentiles of a requests.parquet file of
+    /// any size, streamed in bounded memory.
+    Summary {
+        /// A requests.parquet file or a run directory.
+        run: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Fit the Universal Scalability Law to a two-column CSV (N, X).
     Usl {
         /// CSV with concurrency N and throughput X columns.
@@ -154,6 +163,7 @@ fn main() -> ExitCode {
         ),
         Command::Usl { input, format } => usl(&input, format),
         Command::Compare { runs, out } => compare(&runs, &out),
+        Command::Summary { run, format } => summary(&run, format),
         Command::Regress {
             runs,
             calibrate: true,
@@ -826,4 +836,45 @@ fn energy_per_level(
             })
         })
         .collect()
+}
+
+fn summary(run: &Path, format: Format) -> Result<(), Failure> {
+    let file = if run.is_dir() {
+        RunDir::new(run).requests()
+    } else {
+        run.to_path_buf()
+    };
+    let (levels, _) = aifb_analyzer::summary::summarize(&file).map_err(Failure::input)?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&levels).map_err(|e| Failure::check(e.to_string()))?
+        ),
+        Format::Text => {
+            println!(
+                "stage  level  requests  measured  failed  throughput/s     p50 ms     p90 ms     p99 ms   p99.9 ms"
+            );
+            for l in &levels {
+                let lat = |i: usize| {
+                    l.latency_s
+                        .map_or("n/a".to_string(), |q| format!("{:.3}", q[i] * 1e3))
+                };
+                println!(
+                    "{:>5} {:>6} {:>9} {:>9} {:>7} {:>13} {:>10} {:>10} {:>10} {:>10}",
+                    l.stage,
+                    aifb_analyzer::report::fmt_level(l.level),
+                    l.requests,
+                    l.measured,
+                    l.failed,
+                    l.throughput_rps
+                        .map_or("n/a".to_string(), |t| format!("{t:.2}")),
+                    lat(0),
+                    lat(1),
+                    lat(2),
+                    lat(3)
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -322,3 +322,29 @@ fn ungated_medians_are_reported_with_false_discovery_control() {
         "{out}"
     );
 }
+
+#[test]
+fn the_streaming_summary_agrees_with_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.parquet");
+    write_run(&p, &shape(4000, 1.0, 9));
+    let (levels, manifest) = aifb_analyzer::summary::summarize(&p).unwrap();
+    let file = aifb_core::requests::read(&p).unwrap();
+    let full = aifb_analyzer::stages::summarize(&file.rows, &manifest.unwrap().stages);
+    assert_eq!(levels.len(), full.len());
+    let (l, f) = (&levels[0], &full[0]);
+    assert_eq!(
+        (l.requests as usize, l.measured as usize, l.failed as usize),
+        (f.requests, f.measured, f.failed)
+    );
+    assert_eq!(l.throughput_rps, Some(f.throughput_rps));
+    let (stream, exact) = (l.latency_s.unwrap(), f.latency.unwrap());
+    assert!(
+        (stream[0] / exact.p50.unwrap() - 1.0).abs() < 0.002,
+        "{stream:?} vs {exact:?}"
+    );
+    assert!(
+        (stream[2] / exact.p99.unwrap() - 1.0).abs() < 0.002,
+        "{stream:?} vs {exact:?}"
+    );
+}

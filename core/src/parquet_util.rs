@@ -100,12 +100,14 @@ pub(crate) fn column<'a, T: 'static>(
 }
 
 /// A string column that may be dictionary-encoded or plain.
-pub(crate) enum StrColumn<'a> {
+#[doc(hidden)]
+pub enum StrColumn<'a> {
     Dict(&'a DictionaryArray<Int32Type>, &'a StringArray),
     Plain(&'a StringArray),
 }
 
 impl StrColumn<'_> {
+    /// The value of row `i`.
     pub fn get(&self, i: usize) -> Option<&str> {
         match self {
             StrColumn::Dict(d, values) => {

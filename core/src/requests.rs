@@ -413,3 +413,132 @@ mod tests {
         );
     }
 }
+
+/// The columns of one batch that aggregations need, typed.
+pub struct Columns<'a> {
+    /// `stage`.
+    pub stage: &'a UInt32Array,
+    /// `ok`.
+    pub ok: &'a BooleanArray,
+    /// `t_intended`.
+    pub t_intended: &'a TimestampNanosecondArray,
+    /// `t_sent`.
+    pub t_sent: &'a TimestampNanosecondArray,
+    /// `t_first_token`.
+    pub t_first_token: &'a TimestampNanosecondArray,
+    /// `t_end`.
+    pub t_end: &'a TimestampNanosecondArray,
+    /// `output_tokens`.
+    pub output_tokens: &'a UInt32Array,
+    phase: parquet_util::StrColumn<'a>,
+    error: parquet_util::StrColumn<'a>,
+}
+
+impl Columns<'_> {
+    /// Rows in the batch.
+    pub fn len(&self) -> usize {
+        self.stage.len()
+    }
+    /// True when the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.stage.is_empty()
+    }
+    /// `phase` of row `i`.
+    pub fn phase(&self, i: usize) -> Option<&str> {
+        self.phase.get(i)
+    }
+    /// `error` of row `i`.
+    pub fn error(&self, i: usize) -> Option<&str> {
+        self.error.get(i)
+    }
+}
+
+/// The columns [`Columns`] reads; the others are not decoded.
+const SCAN_COLUMNS: [&str; 9] = [
+    "stage",
+    "phase",
+    "ok",
+    "error",
+    "t_intended",
+    "t_sent",
+    "t_first_token",
+    "t_end",
+    "output_tokens",
+];
+
+/// Streams a `requests.parquet` file batch by batch, decoding only the columns
+/// aggregations need, so memory stays bounded whatever the file's size. Calls `f` for each
+/// batch; returns the manifest JSON from the footer.
+pub fn scan(
+    path: &Path,
+    mut f: impl FnMut(&Columns<'_>) -> Result<(), String>,
+) -> Result<Option<String>, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: cannot open: {e}"))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
+    let get = |key: &str| {
+        kv.iter()
+            .find(|k| k.key == key)
+            .and_then(|k| k.value.clone())
+    };
+    match get(parquet_util::SCHEMA_KEY) {
+        Some(s) if s == SCHEMA_NAME => {}
+        Some(other) => {
+            return Err(format!(
+                "{shown}: schema is {other}, expected {SCHEMA_NAME}"
+            ));
+        }
+        None => {
+            return Err(format!(
+                "{shown}: not an aifb file (no aifb.schema in the footer; expected {SCHEMA_NAME})"
+            ));
+        }
+    }
+    let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), SCAN_COLUMNS);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    for batch in reader {
+        let b = batch.map_err(|e| format!("{shown}: corrupt data: {e}"))?;
+        let cols = Columns {
+            stage: column(&b, "stage", path)?,
+            ok: column(&b, "ok", path)?,
+            t_intended: column(&b, "t_intended", path)?,
+            t_sent: column(&b, "t_sent", path)?,
+            t_first_token: column(&b, "t_first_token", path)?,
+            t_end: column(&b, "t_end", path)?,
+            output_tokens: column(&b, "output_tokens", path)?,
+            phase: str_column(&b, "phase", path)?,
+            error: str_column(&b, "error", path)?,
+        };
+        f(&cols)?;
+    }
+    Ok(get(parquet_util::RUN_KEY))
+}
+
+/// The run manifest JSON from a requests file's footer, without reading its data.
+pub fn scan_footer(path: &Path) -> Result<Option<String>, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: cannot open: {e}"))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default();
+    Ok(kv
+        .iter()
+        .find(|k| k.key == parquet_util::RUN_KEY)
+        .and_then(|k| k.value.clone()))
+}
