@@ -337,83 +337,6 @@ pub fn read(path: &Path) -> Result<RequestsFile, String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(i: u32, ok: bool) -> RequestRecord {
-        RequestRecord {
-            stage: i % 3,
-            concurrency: Some(4),
-            rate: None,
-            phase: "measure",
-            client: "local".into(),
-            worker: i,
-            op: "chat",
-            t_intended: 1_000 + i64::from(i),
-            t_sent: 2_000 + i64::from(i),
-            t_first_byte: Some(3_000),
-            t_first_token: ok.then_some(4_000),
-            t_end: 9_000,
-            ok,
-            status: Some(if ok { 200 } else { 503 }),
-            error: (!ok).then_some(error_class::HTTP_5XX),
-            bytes_sent: 10,
-            bytes_received: 20,
-            prompt_tokens: Some(5),
-            output_tokens: ok.then_some(7),
-            chunks: Some(8),
-            request_id: format!("r{i}"),
-        }
-    }
-
-    #[test]
-    fn round_trip_with_manifest() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("requests.parquet");
-        let mut w = RequestWriter::create(&p).unwrap();
-        let written: Vec<_> = (0..50).map(|i| record(i, i % 5 != 0)).collect();
-        for r in &written {
-            w.push(r.clone()).unwrap();
-        }
-        assert_eq!(w.finish(Some("{\"id\":\"x\"}")).unwrap(), 50);
-        let back = read(&p).unwrap();
-        assert_eq!(back.manifest.as_deref(), Some("{\"id\":\"x\"}"));
-        assert_eq!(back.rows.len(), 50);
-        for (a, b) in written.iter().zip(&back.rows) {
-            assert_eq!(a.stage, b.stage);
-            assert_eq!(a.error.map(str::to_string), b.error);
-            assert_eq!(a.t_first_token, b.t_first_token);
-            assert_eq!(a.output_tokens, b.output_tokens);
-            assert_eq!(a.request_id, b.request_id);
-            assert_eq!(a.phase, b.phase);
-        }
-        assert_eq!(back.rows[1].tpot_s(), Some(5_000.0 / 1e9 / 6.0));
-    }
-
-    #[test]
-    fn rejects_foreign_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.parquet");
-        crate::metrics::MetricsWriter::create(&p)
-            .unwrap()
-            .finish(None)
-            .unwrap();
-        let err = read(&p).unwrap_err();
-        assert!(
-            err.contains("schema is aifb.metrics/1, expected aifb.requests/1"),
-            "{err}"
-        );
-        let junk = dir.path().join("junk.parquet");
-        std::fs::write(&junk, b"not parquet at all").unwrap();
-        assert!(
-            read(&junk)
-                .unwrap_err()
-                .contains("not a readable Parquet file")
-        );
-    }
-}
-
 /// The columns of one batch that aggregations need, typed.
 pub struct Columns<'a> {
     /// `stage`.
@@ -541,4 +464,81 @@ pub fn scan_footer(path: &Path) -> Result<Option<String>, String> {
         .iter()
         .find(|k| k.key == parquet_util::RUN_KEY)
         .and_then(|k| k.value.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u32, ok: bool) -> RequestRecord {
+        RequestRecord {
+            stage: i % 3,
+            concurrency: Some(4),
+            rate: None,
+            phase: "measure",
+            client: "local".into(),
+            worker: i,
+            op: "chat",
+            t_intended: 1_000 + i64::from(i),
+            t_sent: 2_000 + i64::from(i),
+            t_first_byte: Some(3_000),
+            t_first_token: ok.then_some(4_000),
+            t_end: 9_000,
+            ok,
+            status: Some(if ok { 200 } else { 503 }),
+            error: (!ok).then_some(error_class::HTTP_5XX),
+            bytes_sent: 10,
+            bytes_received: 20,
+            prompt_tokens: Some(5),
+            output_tokens: ok.then_some(7),
+            chunks: Some(8),
+            request_id: format!("r{i}"),
+        }
+    }
+
+    #[test]
+    fn round_trip_with_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("requests.parquet");
+        let mut w = RequestWriter::create(&p).unwrap();
+        let written: Vec<_> = (0..50).map(|i| record(i, i % 5 != 0)).collect();
+        for r in &written {
+            w.push(r.clone()).unwrap();
+        }
+        assert_eq!(w.finish(Some("{\"id\":\"x\"}")).unwrap(), 50);
+        let back = read(&p).unwrap();
+        assert_eq!(back.manifest.as_deref(), Some("{\"id\":\"x\"}"));
+        assert_eq!(back.rows.len(), 50);
+        for (a, b) in written.iter().zip(&back.rows) {
+            assert_eq!(a.stage, b.stage);
+            assert_eq!(a.error.map(str::to_string), b.error);
+            assert_eq!(a.t_first_token, b.t_first_token);
+            assert_eq!(a.output_tokens, b.output_tokens);
+            assert_eq!(a.request_id, b.request_id);
+            assert_eq!(a.phase, b.phase);
+        }
+        assert_eq!(back.rows[1].tpot_s(), Some(5_000.0 / 1e9 / 6.0));
+    }
+
+    #[test]
+    fn rejects_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.parquet");
+        crate::metrics::MetricsWriter::create(&p)
+            .unwrap()
+            .finish(None)
+            .unwrap();
+        let err = read(&p).unwrap_err();
+        assert!(
+            err.contains("schema is aifb.metrics/1, expected aifb.requests/1"),
+            "{err}"
+        );
+        let junk = dir.path().join("junk.parquet");
+        std::fs::write(&junk, b"not parquet at all").unwrap();
+        assert!(
+            read(&junk)
+                .unwrap_err()
+                .contains("not a readable Parquet file")
+        );
+    }
 }
