@@ -87,12 +87,10 @@ pub fn summarize(path: &Path) -> Result<(Vec<Level>, Option<Manifest>), String> 
             let a = acc.entry(stage).or_insert_with(Acc::new);
             a.requests += 1;
             let ok = c.ok.value(i);
-            if ok {
-                if let Some(w) = windows.get(&stage) {
-                    let end = c.t_end.value(i);
-                    if end >= w.measure_start_ns && end < w.measure_end_ns {
-                        a.done += 1;
-                    }
+            if ok && let Some(w) = windows.get(&stage) {
+                let end = c.t_end.value(i);
+                if end >= w.measure_start_ns && end < w.measure_end_ns {
+                    a.done += 1;
                 }
             }
             if c.phase(i) != Some("measure") {
