@@ -446,6 +446,16 @@ fn usl(input: &Path, format: Format) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Streams a run (a requests.parquet file or a run directory) into the gate's digest.
+fn digest(path: &Path) -> Result<aifb_analyzer::regress::Digest, Failure> {
+    let file = if path.is_dir() {
+        RunDir::new(path).requests()
+    } else {
+        path.to_path_buf()
+    };
+    aifb_analyzer::regress::Digest::from_file(&file).map_err(Failure::input)
+}
+
 /// Reads a run for the gate: its rows and the manifest from the Parquet footer.
 fn load_run(path: &Path) -> Result<(Vec<aifb_core::requests::RequestRow>, Manifest), Failure> {
     let file = if path.is_dir() {
@@ -511,16 +521,9 @@ fn calibrate_runs(
     recipe: Option<&Path>,
     seed: u64,
 ) -> Result<(), Failure> {
-    use aifb_analyzer::regress::{Run, calibrate};
+    use aifb_analyzer::regress::calibrate;
     let tol = tolerances(flags, recipe)?;
-    let loaded: Vec<_> = paths
-        .iter()
-        .map(|p| load_run(p))
-        .collect::<Result<_, _>>()?;
-    let runs: Vec<Run<'_>> = loaded
-        .iter()
-        .map(|(rows, m)| Run { manifest: m, rows })
-        .collect();
+    let runs: Vec<_> = paths.iter().map(|p| digest(p)).collect::<Result<_, _>>()?;
     let c = calibrate(&runs, tol, seed);
     println!(
         "A/A calibration: {} pairs, {} with a false REGRESSED ({:.1} %); {} of {} gated findings",
@@ -547,7 +550,7 @@ fn regress(
     fail_on_inconclusive: bool,
     seed: u64,
 ) -> Result<(), Failure> {
-    use aifb_analyzer::regress::{Run, Verdict, compare};
+    use aifb_analyzer::regress::{Verdict, compare};
     let tol = tolerances(flags, recipe)?;
     let [base, new] = runs else {
         return Err(Failure::input(format!(
@@ -555,20 +558,7 @@ fn regress(
             runs.len()
         )));
     };
-    let (base_rows, base_manifest) = load_run(base)?;
-    let (new_rows, new_manifest) = load_run(new)?;
-    let cmp = compare(
-        &Run {
-            manifest: &base_manifest,
-            rows: &base_rows,
-        },
-        &Run {
-            manifest: &new_manifest,
-            rows: &new_rows,
-        },
-        tol,
-        seed,
-    );
+    let cmp = compare(&digest(base)?, &digest(new)?, tol, seed);
     let overall = cmp.overall();
     match format {
         RegressFormat::Json => {

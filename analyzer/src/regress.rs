@@ -21,11 +21,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aifb_core::requests::RequestRow;
 use aifb_core::run::{Manifest, StageWindow};
+use rand::RngExt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, RngExt};
 use serde::Serialize;
 
 use crate::stages::percentile;
@@ -109,7 +108,7 @@ pub struct Observation {
     pub p_value: f64,
     /// Benjamini–Hochberg adjusted p-value across every observation of the comparison.
     pub q_value: f64,
-    /// q ≤ 0.05.
+    /// q ≤ 0.05 and a change of at least [`MIN_EFFECT`].
     pub significant: bool,
 }
 
@@ -156,14 +155,6 @@ impl Comparison {
             Verdict::Unchanged
         }
     }
-}
-
-/// One run as the gate sees it.
-pub struct Run<'a> {
-    /// Its manifest (from the Parquet footer).
-    pub manifest: &'a Manifest,
-    /// Its request rows.
-    pub rows: &'a [RequestRow],
 }
 
 /// Checks that two runs may be compared; returns the reason if not, and warnings.
@@ -227,55 +218,204 @@ pub fn comparable(base: &Manifest, new: &Manifest) -> (Option<String>, Vec<Strin
 
 const BATCHES: usize = 10;
 
-/// Reads one value from a request.
-type Measure = fn(&RequestRow) -> Option<f64>;
+/// Smallest relative change an ungated metric must show to be reported as changed.
+pub const MIN_EFFECT: f64 = 0.02;
+
 const RESAMPLES: usize = 1000;
 
-/// Per-batch samples of a level's measured window: requests grouped by send time.
-fn batches(
-    rows: &[&RequestRow],
-    w: &StageWindow,
-    value: impl Fn(&RequestRow) -> Option<f64>,
-) -> Vec<Vec<f64>> {
-    let width = ((w.measure_end_ns - w.measure_start_ns) as f64 / BATCHES as f64).max(1.0);
-    let mut out = vec![Vec::new(); BATCHES];
-    for r in rows {
-        if r.ok
-            && r.phase == "measure"
-            && let Some(v) = value(r)
-        {
-            let i = (((r.t_sent - w.measure_start_ns) as f64 / width).max(0.0) as usize)
-                .min(BATCHES - 1);
-            out[i].push(v);
+/// Latency counts over one shared grid of log-spaced bins (1 µs to 1 h, 2,048 bins, each
+/// 1.08 % wide): quantiles within 0.54 %, and merging is adding counts, which is what a
+/// bootstrap over time batches needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogBins {
+    counts: Vec<u32>,
+    total: u64,
+}
+
+const BINS: usize = 2048;
+const MIN_S: f64 = 1e-6;
+const MAX_S: f64 = 3600.0;
+
+impl Default for LogBins {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; BINS],
+            total: 0,
         }
     }
-    out
 }
 
-/// Completions per batch of the measured window (for throughput).
-fn completion_batches(rows: &[&RequestRow], w: &StageWindow) -> Vec<f64> {
-    let width = ((w.measure_end_ns - w.measure_start_ns) as f64 / BATCHES as f64).max(1.0);
-    let mut out = vec![0.0; BATCHES];
-    for r in rows
-        .iter()
-        .filter(|r| r.ok && r.t_end >= w.measure_start_ns && r.t_end < w.measure_end_ns)
-    {
-        let i = (((r.t_end - w.measure_start_ns) as f64 / width) as usize).min(BATCHES - 1);
-        out[i] += 1.0 / (width / 1e9);
+impl LogBins {
+    fn width() -> f64 {
+        (MAX_S / MIN_S).ln() / BINS as f64
     }
-    out
+
+    /// Adds a value in seconds.
+    pub fn record(&mut self, seconds: f64) {
+        let x = seconds.clamp(MIN_S, MAX_S);
+        let i = (((x / MIN_S).ln() / Self::width()) as usize).min(BINS - 1);
+        self.counts[i] += 1;
+        self.total += 1;
+    }
+
+    /// Values recorded.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Adds `times` copies of `other`.
+    fn add(&mut self, other: &LogBins, times: u32) {
+        if times == 0 {
+            return;
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b * times;
+        }
+        self.total += other.total * u64::from(times);
+    }
+
+    /// The nearest-rank q-quantile, at the geometric centre of its bin.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += u64::from(*c);
+            if seen >= rank {
+                return Some(MIN_S * ((i as f64 + 0.5) * Self::width()).exp());
+            }
+        }
+        None
+    }
 }
 
-fn p99_of(batches: &[&Vec<f64>]) -> Option<f64> {
-    let mut all: Vec<f64> = batches.iter().flat_map(|b| b.iter().copied()).collect();
-    all.sort_by(f64::total_cmp);
-    percentile(&all, 0.99)
+/// What the gate needs of one level of a run, in bounded memory.
+#[derive(Debug, Clone, Default)]
+pub struct LevelDigest {
+    /// Service latency of successful measured requests, per time batch (by send time).
+    pub latency: Vec<LogBins>,
+    /// TTFT of the same, per batch.
+    pub ttft: Vec<LogBins>,
+    /// Successful completions per second, per batch of the measured window (by end time).
+    pub completions: Vec<f64>,
+    /// Requests started in the measured window.
+    pub measured: u64,
+    /// Successful among them.
+    pub measured_ok: u64,
+    /// Error classes seen at this level.
+    pub errors: BTreeSet<String>,
 }
 
-fn resample<'a, T>(rng: &mut impl Rng, items: &'a [T]) -> Vec<&'a T> {
-    (0..items.len())
-        .map(|_| &items[rng.random_range(0..items.len())])
-        .collect()
+/// A run reduced to what the gate compares: its manifest and a digest per stage.
+#[derive(Debug, Clone)]
+pub struct Digest {
+    /// The manifest (from the footer).
+    pub manifest: Manifest,
+    /// Per stage index.
+    pub stages: BTreeMap<u32, LevelDigest>,
+    /// Error classes seen anywhere in the run.
+    pub errors: BTreeSet<String>,
+}
+
+impl Digest {
+    /// Streams a requests.parquet file into a digest.
+    pub fn from_file(path: &std::path::Path) -> Result<Digest, String> {
+        let manifest: Manifest = match aifb_core::requests::scan_footer(path)? {
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                format!(
+                    "{}: footer aifb.run is not a run manifest: {e}",
+                    path.display()
+                )
+            })?,
+            None => {
+                return Err(format!(
+                    "{}: no run manifest in the footer (aifb.run)",
+                    path.display()
+                ));
+            }
+        };
+        if manifest.stages.is_empty() {
+            return Err(format!("{}: the manifest lists no stage", path.display()));
+        }
+        let windows: BTreeMap<u32, StageWindow> = manifest
+            .stages
+            .iter()
+            .map(|w| (w.stage, w.clone()))
+            .collect();
+        let mut stages: BTreeMap<u32, LevelDigest> = BTreeMap::new();
+        let mut errors = BTreeSet::new();
+        aifb_core::requests::scan(path, |c| {
+            use arrow_array::Array;
+            for i in 0..c.len() {
+                let stage = c.stage.value(i);
+                let Some(w) = windows.get(&stage) else {
+                    continue;
+                };
+                let d = stages.entry(stage).or_insert_with(|| LevelDigest {
+                    latency: vec![LogBins::default(); BATCHES],
+                    ttft: vec![LogBins::default(); BATCHES],
+                    completions: vec![0.0; BATCHES],
+                    ..LevelDigest::default()
+                });
+                let width =
+                    ((w.measure_end_ns - w.measure_start_ns) as f64 / BATCHES as f64).max(1.0);
+                let batch = |t: i64| {
+                    (((t - w.measure_start_ns) as f64 / width).max(0.0) as usize).min(BATCHES - 1)
+                };
+                let ok = c.ok.value(i);
+                if let Some(e) = c.error(i)
+                    && e != "cancelled"
+                {
+                    d.errors.insert(e.to_string());
+                    errors.insert(e.to_string());
+                }
+                let end = c.t_end.value(i);
+                if ok && end >= w.measure_start_ns && end < w.measure_end_ns {
+                    d.completions[batch(end)] += 1.0 / (width / 1e9);
+                }
+                if c.phase(i) != Some("measure") {
+                    continue;
+                }
+                d.measured += 1;
+                if !ok {
+                    continue;
+                }
+                d.measured_ok += 1;
+                let sent = c.t_sent.value(i);
+                let b = batch(sent);
+                d.latency[b].record((end - sent) as f64 / 1e9);
+                if !c.t_first_token.is_null(i) {
+                    d.ttft[b].record((c.t_first_token.value(i) - sent) as f64 / 1e9);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Digest {
+            manifest,
+            stages,
+            errors,
+        })
+    }
+}
+
+/// The merged quantile of batches drawn with replacement (`picks` are batch indexes).
+fn quantile_of(batches: &[LogBins], picks: &[usize], q: f64) -> Option<f64> {
+    let mut times = [0u32; BATCHES];
+    for &p in picks {
+        times[p] += 1;
+    }
+    let mut merged = LogBins::default();
+    for (b, t) in batches.iter().zip(times) {
+        merged.add(b, t);
+    }
+    merged.quantile(q)
 }
 
 /// 2.5 % and 97.5 % points of sorted values.
@@ -361,9 +501,28 @@ pub fn fisher_lower(base_ok: u64, base_n: u64, new_ok: u64, new_n: u64) -> f64 {
         .min(1.0)
 }
 
+/// Draws `BATCHES` batch indexes with replacement.
+fn draw(rng: &mut StdRng) -> [usize; BATCHES] {
+    let mut picks = [0usize; BATCHES];
+    for p in picks.iter_mut() {
+        *p = rng.random_range(0..BATCHES);
+    }
+    picks
+}
+
+const ALL: [usize; BATCHES] = {
+    let mut a = [0usize; BATCHES];
+    let mut i = 0;
+    while i < BATCHES {
+        a[i] = i;
+        i += 1;
+    }
+    a
+};
+
 /// Compares two runs level by level.
-pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Comparison {
-    let (not_comparable, warnings) = comparable(base.manifest, new.manifest);
+pub fn compare(base: &Digest, new: &Digest, tol: Tolerances, seed: u64) -> Comparison {
+    let (not_comparable, warnings) = comparable(&base.manifest, &new.manifest);
     let mut out = Comparison {
         not_comparable,
         warnings,
@@ -375,51 +534,38 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
         return out;
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let (b_rows, n_rows) = (by_stage(base.rows), by_stage(new.rows));
-
-    let base_classes: BTreeSet<&str> = base
-        .rows
-        .iter()
-        .filter_map(|r| r.error.as_deref())
-        .collect();
     for bw in &base.manifest.stages {
         let Some(nw) = new.manifest.stages.iter().find(|s| s.level() == bw.level()) else {
             continue;
         };
-        let empty = Vec::new();
-        let (b, n) = (
-            b_rows.get(&bw.stage).unwrap_or(&empty),
-            n_rows.get(&nw.stage).unwrap_or(&empty),
-        );
+        let (Some(b), Some(n)) = (base.stages.get(&bw.stage), new.stages.get(&nw.stage)) else {
+            continue;
+        };
         let level = bw.level();
         // P99 latency and TTFT.
-        let metrics: [(&str, Measure); 2] = [
-            ("p99_latency", |r| Some(r.latency_s())),
-            ("p99_ttft", |r| r.ttft_s()),
-        ];
-        for (metric, value) in metrics {
-            let (bb, nb) = (batches(b, bw, value), batches(n, nw, value));
-            let (Some(bv), Some(nv)) = (
-                p99_of(&bb.iter().collect::<Vec<_>>()),
-                p99_of(&nb.iter().collect::<Vec<_>>()),
-            ) else {
+        for (metric, bb, nb) in [
+            ("p99_latency", &b.latency, &n.latency),
+            ("p99_ttft", &b.ttft, &n.ttft),
+        ] {
+            let (Some(bv), Some(nv)) = (quantile_of(bb, &ALL, 0.99), quantile_of(nb, &ALL, 0.99))
+            else {
                 continue;
             };
             let ratios: Vec<f64> = (0..RESAMPLES)
                 .filter_map(|_| {
-                    let b = p99_of(&resample(&mut rng, &bb))?;
-                    let n = p99_of(&resample(&mut rng, &nb))?;
-                    (b > 0.0).then(|| n / b)
+                    let x = quantile_of(bb, &draw(&mut rng), 0.99)?;
+                    let y = quantile_of(nb, &draw(&mut rng), 0.99)?;
+                    (x > 0.0).then(|| y / x)
                 })
                 .collect();
             let ci = interval(ratios);
-            let need = crate::stages::min_samples(0.99);
-            let (nb_count, nn_count) = (
-                bb.iter().map(Vec::len).sum::<usize>(),
-                nb.iter().map(Vec::len).sum::<usize>(),
-            );
-            let (verdict, reason) = if nb_count.min(nn_count) < need {
-                let have = nb_count.min(nn_count);
+            let need = crate::stages::min_samples(0.99) as u64;
+            let have = bb
+                .iter()
+                .map(LogBins::len)
+                .sum::<u64>()
+                .min(nb.iter().map(LogBins::len).sum::<u64>());
+            let (verdict, reason) = if have < need {
                 (
                     Verdict::Inconclusive,
                     format!(
@@ -475,21 +621,12 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
             });
         }
         // Ungated: medians, with a bootstrap p-value of "no change".
-        let medians: [(&str, Measure); 2] = [
-            ("p50_latency", |r| Some(r.latency_s())),
-            ("p50_ttft", |r| r.ttft_s()),
-        ];
-        for (metric, value) in medians {
-            let (bb, nb) = (batches(b, bw, value), batches(n, nw, value));
-            let median = |bs: &[&Vec<f64>]| {
-                let mut all: Vec<f64> = bs.iter().flat_map(|b| b.iter().copied()).collect();
-                all.sort_by(f64::total_cmp);
-                percentile(&all, 0.5)
-            };
-            let (Some(bv), Some(nv)) = (
-                median(&bb.iter().collect::<Vec<_>>()),
-                median(&nb.iter().collect::<Vec<_>>()),
-            ) else {
+        for (metric, bb, nb) in [
+            ("p50_latency", &b.latency, &n.latency),
+            ("p50_ttft", &b.ttft, &n.ttft),
+        ] {
+            let (Some(bv), Some(nv)) = (quantile_of(bb, &ALL, 0.5), quantile_of(nb, &ALL, 0.5))
+            else {
                 continue;
             };
             if bv <= 0.0 {
@@ -497,9 +634,9 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
             }
             let ratios: Vec<f64> = (0..RESAMPLES)
                 .filter_map(|_| {
-                    let b = median(&resample(&mut rng, &bb))?;
-                    let n = median(&resample(&mut rng, &nb))?;
-                    (b > 0.0).then(|| n / b)
+                    let x = quantile_of(bb, &draw(&mut rng), 0.5)?;
+                    let y = quantile_of(nb, &draw(&mut rng), 0.5)?;
+                    (x > 0.0).then(|| y / x)
                 })
                 .collect();
             if ratios.is_empty() {
@@ -520,15 +657,22 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
             });
         }
         // Throughput.
-        let (bc, nc) = (completion_batches(b, bw), completion_batches(n, nw));
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let (bt, nt) = (mean(&bc), mean(&nc));
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let (bt, nt) = (mean(&b.completions), mean(&n.completions));
         if bt > 0.0 {
             let ratios: Vec<f64> = (0..RESAMPLES)
                 .filter_map(|_| {
-                    let b: f64 = resample(&mut rng, &bc).into_iter().sum::<f64>() / bc.len() as f64;
-                    let n: f64 = resample(&mut rng, &nc).into_iter().sum::<f64>() / nc.len() as f64;
-                    (b > 0.0).then(|| n / b)
+                    let x: f64 = draw(&mut rng)
+                        .iter()
+                        .map(|&i| b.completions[i])
+                        .sum::<f64>()
+                        / BATCHES as f64;
+                    let y: f64 = draw(&mut rng)
+                        .iter()
+                        .map(|&i| n.completions[i])
+                        .sum::<f64>()
+                        / BATCHES as f64;
+                    (x > 0.0).then(|| y / x)
                 })
                 .collect();
             let ci = interval(ratios);
@@ -560,14 +704,12 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
             });
         }
         // Success rate.
-        let count = |rows: &[&RequestRow]| {
-            let m: Vec<_> = rows.iter().filter(|r| r.phase == "measure").collect();
-            (m.iter().filter(|r| r.ok).count() as u64, m.len() as u64)
-        };
-        let ((bo, bn), (no, nn)) = (count(b), count(n));
-        if bn > 0 && nn > 0 {
-            let (br, nr) = (bo as f64 / bn as f64, no as f64 / nn as f64);
-            let p = fisher_lower(bo, bn, no, nn);
+        if b.measured > 0 && n.measured > 0 {
+            let (br, nr) = (
+                b.measured_ok as f64 / b.measured as f64,
+                n.measured_ok as f64 / n.measured as f64,
+            );
+            let p = fisher_lower(b.measured_ok, b.measured, n.measured_ok, n.measured);
             let drop_points = (br - nr) * 100.0;
             let verdict = if drop_points > tol.success_points && p < 0.05 {
                 Verdict::Regressed
@@ -589,30 +731,32 @@ pub fn compare(base: &Run<'_>, new: &Run<'_>, tol: Tolerances, seed: u64) -> Com
             });
         }
         // Error classes the base never saw.
-        let new_classes: BTreeSet<&str> = n
+        let new_classes: Vec<&str> = n
+            .errors
             .iter()
-            .filter_map(|r| r.error.as_deref())
-            .filter(|c| *c != "cancelled" && !base_classes.contains(c))
+            .filter(|c| !base.errors.contains(*c))
+            .map(String::as_str)
             .collect();
         if !new_classes.is_empty() {
-            let list: Vec<&str> = new_classes.into_iter().collect();
             out.findings.push(Finding {
                 level,
                 metric: "error_classes".into(),
                 base: 0.0,
-                new: list.len() as f64,
+                new: new_classes.len() as f64,
                 ratio: f64::INFINITY,
                 ci95: None,
                 p_value: None,
                 verdict: Verdict::Regressed,
-                reason: format!("new error class: {}", list.join(", ")),
+                reason: format!("new error class: {}", new_classes.join(", ")),
             });
         }
     }
+    // Statistically significant and large enough to matter: with hundreds of thousands
+    // of requests, shifts of a fraction of a percent become "significant".
     let q = benjamini_hochberg(&out.ungated.iter().map(|o| o.p_value).collect::<Vec<_>>());
     for (o, q) in out.ungated.iter_mut().zip(q) {
         o.q_value = q;
-        o.significant = q <= 0.05;
+        o.significant = q <= 0.05 && (o.ratio - 1.0).abs() >= MIN_EFFECT;
     }
     out
 }
@@ -633,7 +777,7 @@ pub struct Calibration {
 }
 
 /// Compares every pair of runs (all of one build) and counts false alarms.
-pub fn calibrate(runs: &[Run<'_>], tol: Tolerances, seed: u64) -> Calibration {
+pub fn calibrate(runs: &[Digest], tol: Tolerances, seed: u64) -> Calibration {
     let mut c = Calibration {
         pairs: 0,
         false_alarm_pairs: 0,
@@ -668,14 +812,6 @@ pub fn calibrate(runs: &[Run<'_>], tol: Tolerances, seed: u64) -> Calibration {
         0.0
     };
     c
-}
-
-fn by_stage(rows: &[RequestRow]) -> BTreeMap<u32, Vec<&RequestRow>> {
-    let mut m: BTreeMap<u32, Vec<&RequestRow>> = BTreeMap::new();
-    for r in rows {
-        m.entry(r.stage).or_default().push(r);
-    }
-    m
 }
 
 #[cfg(test)]
@@ -716,5 +852,28 @@ mod tests {
         assert!(fisher_lower(95, 100, 95, 100) > 0.5);
         // Hypergeometric sums to 1 over the whole support.
         assert!((fisher_lower(5, 10, 10, 10) - 1.0).abs() < 1e-9);
+    }
+}
+
+#[cfg(test)]
+mod bins_tests {
+    use super::*;
+
+    #[test]
+    fn log_bins_quantiles_within_their_precision() {
+        let mut b = LogBins::default();
+        for i in 1..=1000 {
+            b.record(f64::from(i) / 1000.0);
+        }
+        for (q, exact) in [(0.5, 0.5), (0.99, 0.99), (0.001, 0.001)] {
+            let got = b.quantile(q).unwrap();
+            assert!((got / exact - 1.0).abs() < 0.006, "q{q}: {got} vs {exact}");
+        }
+        assert_eq!(LogBins::default().quantile(0.5), None);
+        // Merging k copies is the same as recording k times.
+        let mut twice = LogBins::default();
+        twice.add(&b, 2);
+        assert_eq!(twice.len(), 2000);
+        assert_eq!(twice.quantile(0.5), b.quantile(0.5));
     }
 }
