@@ -631,3 +631,106 @@ fn the_gate_catches_a_slower_service_from_real_runs() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A memory cgroup (v1) shaped like a SLURM job's, removed with everything in it on drop.
+struct MemoryCgroup {
+    root: std::path::PathBuf,
+    job: std::path::PathBuf,
+}
+
+impl MemoryCgroup {
+    /// `None` where this machine lets us create none (not root, no v1 memory controller).
+    fn create(limit: u64) -> Option<Self> {
+        let root =
+            Path::new("/sys/fs/cgroup/memory").join(format!("aifb-e2e-{}", std::process::id()));
+        let job = root.join("job_4242");
+        std::fs::create_dir_all(&job).ok()?;
+        let me = Self { root, job };
+        std::fs::write(me.job.join("memory.limit_in_bytes"), limit.to_string()).ok()?;
+        Some(me)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Kill what is left, then wait (bounded) until the kernel lets the cgroup go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let procs = std::fs::read_to_string(self.job.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: killing processes this test placed in its own cgroup.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            if std::fs::remove_dir(&self.job).is_ok() || !self.job.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+#[test]
+fn a_memory_hungry_service_under_a_cgroup_limit_is_memory_bound() {
+    let limit: u64 = 256 << 20;
+    let Some(cg) = MemoryCgroup::create(limit) else {
+        eprintln!("skipped: no v1 memory cgroup can be created here (needs root)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // The hog fills the cgroup to 97 % of its limit in 2 MiB steps and holds it.
+    let hog = format!(
+        "import time\nusage = '{usage}'\nheld = []\nwhile int(open(usage).read()) < 0.97 * {limit}:\n    held.append(bytearray(2 << 20))\n    held[-1][::4096] = b'\\x01' * len(held[-1][::4096])\ntime.sleep(600)\n",
+        usage = cg.job.join("memory.usage_in_bytes").display()
+    );
+    std::fs::write(tmp.path().join("hog.py"), hog).unwrap();
+    let recipe = format!(
+        "name: memory-bound
+service:
+  kind: openai
+  model: sim-llm
+  command: [\"sh\", \"-c\", \"python3 {hog} & exec {loadgen} sim --listen 127.0.0.1:{{port}} --max-num-seqs 8\"]
+workload:
+  pattern: closed
+  levels: [4, 8, 16]
+  warmup: 2s
+  measure: 4s
+  cooldown: 0s
+  timeout: 20s
+  request:
+    max_tokens: 16
+",
+        hog = tmp.path().join("hog.py").display(),
+        loadgen = bin("loadgen").display()
+    );
+    std::fs::write(tmp.path().join("mem.yaml"), recipe).unwrap();
+    // aifb and everything it starts live in the limited cgroup.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec {} run mem.yaml --out runs",
+            cg.job.join("cgroup.procs").display(),
+            bin("aifb").display()
+        ))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&tmp.path().join("runs"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report/report.json")).unwrap())
+            .unwrap();
+    let top = &report["saturation_bottleneck"];
+    assert_eq!(top["class"], "host_memory", "{}", report["bottlenecks"]);
+    assert!(
+        top["evidence"].to_string().contains("of its memory limit"),
+        "{top}"
+    );
+    drop(cg);
+}
