@@ -180,6 +180,10 @@ fn short_demo_run_keeps_every_contract() {
         "screenshot of {} bytes",
         png.len()
     );
+    for png in ["throughput_latency.png", "latency_log.png", "spectrum.png"] {
+        let bytes = std::fs::read(run.join("report/plots").join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{png}");
+    }
     let svg = std::fs::read_to_string(run.join("report/plots/throughput_latency.svg")).unwrap();
 
     assert!(svg.contains("<svg") && svg.contains("Throughput vs load"));

@@ -5,7 +5,20 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
+use plotters::coord::Shift;
+
 use crate::report::Report;
+
+/// A plot that can be drawn on any plotters backend.
+trait Draw {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Draws `plot` as `path` (SVG) and beside it with a `.png` extension.
+fn write_svg_and_png(path: &Path, size: (u32, u32), plot: &impl Draw) -> Result<(), String> {
+    plot.draw(SVGBackend::new(path, size).into_drawing_area())?;
+    plot.draw(BitMapBackend::new(&path.with_extension("png"), size).into_drawing_area())
+}
 
 static FONT: Once = Once::new();
 
@@ -58,11 +71,12 @@ pub struct Panel<'a> {
     pub lines: &'a [Line],
 }
 
-fn draw_lines<'a, X, Y>(
-    c: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+fn draw_lines<'a, DB, X, Y>(
+    c: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     lines: &[Line],
 ) -> Result<(), String>
 where
+    DB: DrawingBackend + 'a,
     X: plotters::coord::ranged1d::Ranged<ValueType = f64>,
     Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
 {
@@ -116,48 +130,84 @@ pub fn two_panels(
     let lo = lo.max(1e-9);
     let hi = hi.max(lo * 1.0001);
     let log_x = hi / lo >= 8.0;
-    let root = SVGBackend::new(path, (900, 720)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (top_area, bottom_area) = root.split_vertically(360);
-    for (area, panel) in [(&top_area, &top), (&bottom_area, &bottom)] {
-        let ymax = panel
-            .lines
-            .iter()
-            .flat_map(|l| l.points.iter().map(|p| p.1))
-            .fold(0.0f64, f64::max)
-            .max(1e-9)
-            * 1.15;
-        let mut builder = ChartBuilder::on(area);
-        builder
-            .caption(panel.title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64);
-        macro_rules! finish {
-            ($c:expr) => {{
-                let mut c = $c.map_err(|e| e.to_string())?;
-                c.configure_mesh()
-                    .light_line_style(WHITE)
-                    .x_labels(8)
-                    .x_label_formatter(&|v: &f64| {
-                        crate::report::fmt_level((v * 100.0).round() / 100.0)
-                    })
-                    .x_desc(format!("load ({unit})"))
-                    .y_desc(panel.y_desc)
-                    .label_style(("sans-serif", 13))
-                    .draw()
-                    .map_err(|e| e.to_string())?;
-                draw_lines(&mut c, panel.lines)?;
-            }};
+    write_svg_and_png(
+        path,
+        (900, 720),
+        &TwoPanels {
+            top,
+            bottom,
+            unit,
+            lo,
+            hi,
+            log_x,
+            _p: std::marker::PhantomData,
+        },
+    )
+}
+
+struct TwoPanels<'a> {
+    top: Panel<'a>,
+    bottom: Panel<'a>,
+    unit: &'a str,
+    lo: f64,
+    hi: f64,
+    log_x: bool,
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+impl Draw for TwoPanels<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        let TwoPanels {
+            top,
+            bottom,
+            unit,
+            lo,
+            hi,
+            log_x,
+            ..
+        } = self;
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (top_area, bottom_area) = root.split_vertically(360);
+        for (area, panel) in [(&top_area, &top), (&bottom_area, &bottom)] {
+            let ymax = panel
+                .lines
+                .iter()
+                .flat_map(|l| l.points.iter().map(|p| p.1))
+                .fold(0.0f64, f64::max)
+                .max(1e-9)
+                * 1.15;
+            let mut builder = ChartBuilder::on(area);
+            builder
+                .caption(panel.title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(64);
+            macro_rules! finish {
+                ($c:expr) => {{
+                    let mut c = $c.map_err(|e| e.to_string())?;
+                    c.configure_mesh()
+                        .light_line_style(WHITE)
+                        .x_labels(8)
+                        .x_label_formatter(&|v: &f64| {
+                            crate::report::fmt_level((v * 100.0).round() / 100.0)
+                        })
+                        .x_desc(format!("load ({unit})"))
+                        .y_desc(panel.y_desc)
+                        .label_style(("sans-serif", 13))
+                        .draw()
+                        .map_err(|e| e.to_string())?;
+                    draw_lines(&mut c, panel.lines)?;
+                }};
+            }
+            if *log_x {
+                finish!(builder.build_cartesian_2d((lo * 0.9..hi * 1.1).log_scale(), 0.0..ymax));
+            } else {
+                let pad = (hi - lo) * 0.05;
+                finish!(builder.build_cartesian_2d((lo - pad)..(hi + pad), 0.0..ymax));
+            }
         }
-        if log_x {
-            finish!(builder.build_cartesian_2d((lo * 0.9..hi * 1.1).log_scale(), 0.0..ymax));
-        } else {
-            let pad = (hi - lo) * 0.05;
-            finish!(builder.build_cartesian_2d((lo - pad)..(hi + pad), 0.0..ymax));
-        }
+        root.present().map_err(|e| e.to_string())
     }
-    root.present().map_err(|e| e.to_string())
 }
 
 /// Throughput (with the simulator model and the USL fit) and p99 latency and TTFT versus load.
@@ -234,6 +284,14 @@ pub fn throughput_latency(report: &Report, path: &Path) -> Result<(), String> {
             label: "USL 95 % band".into(),
             points: band,
             color: RGBColor(152, 223, 138),
+        },
+        Line {
+            label: "X_max".into(),
+            points: report
+                .max_throughput
+                .map(|m| vec![(m.level, 0.0), (m.level, m.throughput_rps)])
+                .unwrap_or_default(),
+            color: BLACK,
         },
     ];
     let bottom = [
@@ -320,30 +378,67 @@ pub fn latency_log(report: &Report, path: &Path) -> Result<(), String> {
         (a.min(p.1), b.max(p.1))
     });
     let xhi = xhi.max(xlo * 1.0001);
-    let root = SVGBackend::new(path, (900, 400)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut c = ChartBuilder::on(&root)
-        .caption("Latency and TTFT vs load (log scale)", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(
-            (xlo * 0.9..xhi * 1.1).log_scale(),
-            (ylo * 0.8..yhi * 1.25).log_scale(),
-        )
-        .map_err(|e| e.to_string())?;
-    c.configure_mesh()
-        .light_line_style(WHITE)
-        .x_labels(8)
-        .x_label_formatter(&|v: &f64| crate::report::fmt_level((v * 100.0).round() / 100.0))
-        .y_label_formatter(&|v: &f64| format!("{:.3}", v))
-        .x_desc(format!("load ({})", report.level_unit))
-        .y_desc("seconds")
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    draw_lines(&mut c, &lines)?;
-    root.present().map_err(|e| e.to_string())
+    let unit = report.level_unit.as_str();
+    write_svg_and_png(
+        path,
+        (900, 400),
+        &LatencyLog {
+            lines,
+            xlo,
+            xhi,
+            ylo,
+            yhi,
+            unit,
+            _p: std::marker::PhantomData,
+        },
+    )
+}
+
+struct LatencyLog<'a> {
+    lines: [Line; 4],
+    xlo: f64,
+    xhi: f64,
+    ylo: f64,
+    yhi: f64,
+    unit: &'a str,
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+impl Draw for LatencyLog<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        let LatencyLog {
+            lines,
+            xlo,
+            xhi,
+            ylo,
+            yhi,
+            unit,
+            ..
+        } = self;
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut c = ChartBuilder::on(&root)
+            .caption("Latency and TTFT vs load (log scale)", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (xlo * 0.9..xhi * 1.1).log_scale(),
+                (ylo * 0.8..yhi * 1.25).log_scale(),
+            )
+            .map_err(|e| e.to_string())?;
+        c.configure_mesh()
+            .light_line_style(WHITE)
+            .x_labels(8)
+            .x_label_formatter(&|v: &f64| crate::report::fmt_level((v * 100.0).round() / 100.0))
+            .y_label_formatter(&|v: &f64| format!("{:.3}", v))
+            .x_desc(format!("load ({unit})"))
+            .y_desc("seconds")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        draw_lines(&mut c, lines.as_slice())?;
+        root.present().map_err(|e| e.to_string())
+    }
 }
 
 /// The latency percentile spectrum at one level (HdrHistogram style): latency against the
@@ -360,37 +455,67 @@ pub fn spectrum(points: &[(f64, f64)], title: &str, path: &Path) -> Result<(), S
     }
     let xmax = pts.iter().map(|p| p.0).fold(0.0f64, f64::max);
     let ymax = pts.iter().map(|p| p.1).fold(0.0f64, f64::max) * 1.15;
-    let root = SVGBackend::new(path, (900, 360)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut c = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..xmax.ceil().max(1.0), 0.0..ymax.max(1e-9))
-        .map_err(|e| e.to_string())?;
-    c.configure_mesh()
-        .light_line_style(WHITE)
-        // One tick per "nine": 0 %, 90 %, 99 %, 99.9 %...
-        .x_labels(xmax.ceil().max(1.0) as usize + 1)
-        .x_label_formatter(&|x: &f64| {
-            let p = (1.0 - 10f64.powf(-x)) * 100.0;
-            if p >= 99.5 {
-                format!("{p:.1}%")
-            } else {
-                format!("{p:.0}%")
-            }
-        })
-        .x_desc("percentile")
-        .y_desc("latency (s)")
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    let line = [Line {
-        label: "service latency".into(),
-        points: pts,
-        color: palette(1),
-    }];
-    draw_lines(&mut c, &line)?;
-    root.present().map_err(|e| e.to_string())
+    write_svg_and_png(
+        path,
+        (900, 360),
+        &Spectrum {
+            pts,
+            xmax,
+            ymax,
+            title,
+            _p: std::marker::PhantomData,
+        },
+    )
+}
+
+struct Spectrum<'a> {
+    pts: Vec<(f64, f64)>,
+    xmax: f64,
+    ymax: f64,
+    title: &'a str,
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+impl Draw for Spectrum<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        let Spectrum {
+            pts,
+            xmax,
+            ymax,
+            title,
+            ..
+        } = self;
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..xmax.ceil().max(1.0), 0.0..ymax.max(1e-9))
+            .map_err(|e| e.to_string())?;
+        c.configure_mesh()
+            .light_line_style(WHITE)
+            // One tick per "nine": 0 %, 90 %, 99 %, 99.9 %...
+            .x_labels(xmax.ceil().max(1.0) as usize + 1)
+            .x_label_formatter(&|x: &f64| {
+                let p = (1.0 - 10f64.powf(-x)) * 100.0;
+                if p >= 99.5 {
+                    format!("{p:.1}%")
+                } else {
+                    format!("{p:.0}%")
+                }
+            })
+            .x_desc("percentile")
+            .y_desc("latency (s)")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let line = [Line {
+            label: "service latency".into(),
+            points: pts.clone(),
+            color: palette(1),
+        }];
+        draw_lines(&mut c, &line)?;
+        root.present().map_err(|e| e.to_string())
+    }
 }
