@@ -159,7 +159,7 @@ fn short_demo_run_keeps_every_contract() {
         "{}",
         &dom[..dom.len().min(500)]
     );
-    assert_eq!(dom.matches("<svg").count(), 3, "three inline plots");
+    assert_eq!(dom.matches("<svg").count(), 4, "four inline plots");
     let shot = tmp.path().join("report.png");
     let status = Command::new(&chromium)
         .args(flags)
@@ -180,7 +180,7 @@ fn short_demo_run_keeps_every_contract() {
         "screenshot of {} bytes",
         png.len()
     );
-    for png in ["throughput_latency.png", "latency_log.png", "spectrum.png"] {
+    for png in ["throughput_latency.png", "latency_log.png", "bottlenecks.png", "spectrum.png"] {
         let bytes = std::fs::read(run.join("report/plots").join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{png}");
     }

@@ -307,7 +307,7 @@ fn report(run: &Path, format: Format) -> Result<(), Failure> {
             )
         })
         .unwrap_or_default();
-    let drawn: [(&str, &str, Result<(), String>); 3] = [
+    let drawn: [(&str, &str, Result<(), String>); 4] = [
         (
             "throughput_latency.svg",
             "Throughput versus load, with the simulator model and the USL fit; p99 latency and TTFT versus load.",
@@ -317,6 +317,11 @@ fn report(run: &Path, format: Format) -> Result<(), Failure> {
             "latency_log.svg",
             "P50 and P99 latency and TTFT versus load, log scale.",
             plot::latency_log(&report, &plots.join("latency_log.svg")),
+        ),
+        (
+            "bottlenecks.svg",
+            "Bottleneck scores at every level, under throughput on the same load axis.",
+            plot::bottlenecks(&report, &plots.join("bottlenecks.svg")),
         ),
         (
             "spectrum.svg",

@@ -519,3 +519,63 @@ impl Draw for Spectrum<'_> {
         root.present().map_err(|e| e.to_string())
     }
 }
+
+/// Throughput (top) and every bottleneck class's score (bottom) over the same load axis:
+/// where throughput stops growing, which finding rises.
+pub fn bottlenecks(report: &Report, path: &Path) -> Result<(), String> {
+    let mut classes: Vec<&str> = report
+        .bottlenecks
+        .iter()
+        .flatten()
+        .map(|f| f.class)
+        .collect();
+    classes.sort_unstable();
+    classes.dedup();
+    if classes.is_empty() {
+        return Err("no bottleneck finding to plot".into());
+    }
+    let scores: Vec<Line> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, class)| Line {
+            label: (*class).to_string(),
+            points: report
+                .stages
+                .iter()
+                .zip(&report.bottlenecks)
+                .map(|(s, f)| {
+                    (
+                        s.level,
+                        f.iter()
+                            .find(|x| x.class == *class)
+                            .map_or(0.0, |x| x.score),
+                    )
+                })
+                .collect(),
+            color: palette(i),
+        })
+        .collect();
+    let tput = [Line {
+        label: "throughput".into(),
+        points: report
+            .stages
+            .iter()
+            .map(|s| (s.level, s.throughput_rps))
+            .collect(),
+        color: BLACK,
+    }];
+    two_panels(
+        Panel {
+            title: "Throughput vs load",
+            y_desc: "requests/s",
+            lines: &tput,
+        },
+        Panel {
+            title: "Bottleneck scores vs load (0.85 and above: saturated)",
+            y_desc: "score",
+            lines: &scores,
+        },
+        &report.level_unit,
+        path,
+    )
+}

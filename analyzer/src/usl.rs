@@ -68,7 +68,8 @@ impl Usl {
     }
 
     /// Response time at throughput `x`, on the rising side of the curve; `None` when `x`
-    /// exceeds the peak (no concurrency reaches it). Coherency is taken into account.
+    /// exceeds the peak (no concurrency reaches it) or lies below X(1) = λ (the rising side
+    /// would need fewer than one worker). Coherency is taken into account.
     pub fn latency_at_throughput(&self, x: f64) -> Option<f64> {
         // X(1 + σ(N−1) + κN(N−1)) = λN  ⇒  κX·N² + (σX − κX − λ)N + X(1 − σ) = 0
         let (a, b, c) = (
@@ -82,7 +83,7 @@ impl Usl {
             let disc = b * b - 4.0 * a * c;
             (disc >= 0.0).then(|| (-b - disc.sqrt()) / (2.0 * a))?
         };
-        (n > 0.0 && x > 0.0).then(|| n / x)
+        (n >= 1.0 - 1e-12 && x > 0.0).then(|| n / x)
     }
 }
 
@@ -356,6 +357,39 @@ mod tests {
                     (x - m.throughput(n)).abs() < 1e-6 * x.max(1.0),
                     "{m:?} n={n}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn closed_forms_hold_for_random_models() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        for _ in 0..2000 {
+            let m = Usl {
+                sigma: rng.random_range(0.0..0.5),
+                kappa: rng.random_range(0.0..0.05),
+                lambda: rng.random_range(0.1..1000.0),
+            };
+            let n = rng.random_range(1.0..500.0);
+            let (x, r) = (m.throughput(n), m.latency(n));
+            // Little's law with zero think time: N = X·R.
+            assert!((x * r - n).abs() <= 1e-9 * n, "{m:?} n={n}");
+            // The peak is a maximum: no sampled N does better.
+            if let (Some(np), Some(xp)) = (m.peak_concurrency(), m.peak_throughput()) {
+                assert!(
+                    x <= xp * (1.0 + 1e-12),
+                    "{m:?}: X({n}) = {x} > X({np}) = {xp}"
+                );
+            }
+            // Latency at a reachable throughput maps back to it, on the rising side.
+            if m.sigma + m.kappa > 0.0 {
+                if let Some(r2) = m.latency_at_throughput(x) {
+                    assert!(
+                        (m.throughput_at_latency(r2).unwrap() - x).abs() <= 1e-6 * x.max(1.0),
+                        "{m:?} n={n}"
+                    );
+                }
             }
         }
     }
