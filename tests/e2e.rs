@@ -180,7 +180,12 @@ fn short_demo_run_keeps_every_contract() {
         "screenshot of {} bytes",
         png.len()
     );
-    for png in ["throughput_latency.png", "latency_log.png", "bottlenecks.png", "spectrum.png"] {
+    for png in [
+        "throughput_latency.png",
+        "latency_log.png",
+        "bottlenecks.png",
+        "spectrum.png",
+    ] {
         let bytes = std::fs::read(run.join("report/plots").join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{png}");
     }

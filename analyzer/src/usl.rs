@@ -383,13 +383,13 @@ mod tests {
                 );
             }
             // Latency at a reachable throughput maps back to it, on the rising side.
-            if m.sigma + m.kappa > 0.0 {
-                if let Some(r2) = m.latency_at_throughput(x) {
-                    assert!(
-                        (m.throughput_at_latency(r2).unwrap() - x).abs() <= 1e-6 * x.max(1.0),
-                        "{m:?} n={n}"
-                    );
-                }
+            if m.sigma + m.kappa > 0.0
+                && let Some(r2) = m.latency_at_throughput(x)
+            {
+                assert!(
+                    (m.throughput_at_latency(r2).unwrap() - x).abs() <= 1e-6 * x.max(1.0),
+                    "{m:?} n={n}"
+                );
             }
         }
     }
