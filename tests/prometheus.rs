@@ -10,15 +10,32 @@ fn root() -> &'static Path {
 
 fn promtool(args: &[&str], dir: &Path) -> (bool, String) {
     let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let out = Command::new(promtool).args(args).current_dir(dir).output().expect("promtool is installed (scripts/test.sh installs it)");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new(promtool)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool is installed (scripts/test.sh installs it)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
 fn rules_are_valid_and_their_unit_tests_pass() {
-    let (ok, text) = promtool(&["check", "rules", "rules/aifb.rules.yml"], &root().join("prometheus"));
+    let (ok, text) = promtool(
+        &["check", "rules", "rules/aifb.rules.yml"],
+        &root().join("prometheus"),
+    );
     assert!(ok, "{text}");
-    let (ok, text) = promtool(&["test", "rules", "aifb.rules.test.yml"], &root().join("prometheus/tests"));
+    let (ok, text) = promtool(
+        &["test", "rules", "aifb.rules.test.yml"],
+        &root().join("prometheus/tests"),
+    );
     assert!(ok && text.contains("SUCCESS"), "{text}");
 }
 
@@ -36,6 +53,9 @@ fn rules_use_only_documented_series() {
     for name in used {
         // Histograms are documented by their family name.
         let family = name.trim_end_matches("_bucket");
-        assert!(docs.contains(family), "{name} is used by a rule but not documented in docs/metrics.md");
+        assert!(
+            docs.contains(family),
+            "{name} is used by a rule but not documented in docs/metrics.md"
+        );
     }
 }

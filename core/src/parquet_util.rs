@@ -42,7 +42,12 @@ pub(crate) struct Opened {
     pub run: Option<String>,
 }
 
-pub(crate) fn open_reader(path: &Path, schema_name: &str) -> Result<Opened, String> {
+/// Opens an aifb Parquet file: checks its schema name and returns the reader builder and
+/// the run manifest JSON from its footer.
+pub(crate) fn open_checked(
+    path: &Path,
+    schema_name: &str,
+) -> Result<(ParquetRecordBatchReaderBuilder<File>, Option<String>), String> {
     let shown = path.display();
     let file = File::open(path).map_err(|e| format!("{shown}: cannot open: {e}"))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -71,15 +76,18 @@ pub(crate) fn open_reader(path: &Path, schema_name: &str) -> Result<Opened, Stri
             ));
         }
     }
+    Ok((builder, get(RUN_KEY)))
+}
+
+pub(crate) fn open_reader(path: &Path, schema_name: &str) -> Result<Opened, String> {
+    let shown = path.display();
+    let (builder, run) = open_checked(path, schema_name)?;
     let reader = builder.build().map_err(|e| format!("{shown}: {e}"))?;
     let mut batches = Vec::new();
     for batch in reader {
         batches.push(batch.map_err(|e| format!("{shown}: corrupt data: {e}"))?);
     }
-    Ok(Opened {
-        batches,
-        run: get(RUN_KEY),
-    })
+    Ok(Opened { batches, run })
 }
 
 pub(crate) fn column<'a, T: 'static>(

@@ -397,33 +397,7 @@ pub fn scan(
     mut f: impl FnMut(&Columns<'_>) -> Result<(), String>,
 ) -> Result<Option<String>, String> {
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: cannot open: {e}"))?;
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
-    let kv = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .cloned()
-        .unwrap_or_default();
-    let get = |key: &str| {
-        kv.iter()
-            .find(|k| k.key == key)
-            .and_then(|k| k.value.clone())
-    };
-    match get(parquet_util::SCHEMA_KEY) {
-        Some(s) if s == SCHEMA_NAME => {}
-        Some(other) => {
-            return Err(format!(
-                "{shown}: schema is {other}, expected {SCHEMA_NAME}"
-            ));
-        }
-        None => {
-            return Err(format!(
-                "{shown}: not an aifb file (no aifb.schema in the footer; expected {SCHEMA_NAME})"
-            ));
-        }
-    }
+    let (builder, run) = parquet_util::open_checked(path, SCHEMA_NAME)?;
     let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), SCAN_COLUMNS);
     let reader = builder
         .with_projection(mask)
@@ -445,25 +419,12 @@ pub fn scan(
         };
         f(&cols)?;
     }
-    Ok(get(parquet_util::RUN_KEY))
+    Ok(run)
 }
 
 /// The run manifest JSON from a requests file's footer, without reading its data.
 pub fn scan_footer(path: &Path) -> Result<Option<String>, String> {
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: cannot open: {e}"))?;
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
-    let kv = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .cloned()
-        .unwrap_or_default();
-    Ok(kv
-        .iter()
-        .find(|k| k.key == parquet_util::RUN_KEY)
-        .and_then(|k| k.value.clone()))
+    parquet_util::open_checked(path, SCHEMA_NAME).map(|(_, run)| run)
 }
 
 #[cfg(test)]
