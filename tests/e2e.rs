@@ -9,7 +9,7 @@ use aifb_core::metrics;
 use aifb_core::recipe::Recipe;
 use aifb_core::requests;
 use aifb_core::run::{Manifest, RunStatus};
-use aifb_tests::{aifb, alive, bin, http_get, only_run, short_demo};
+use aifb_tests::{aifb, alive, bin, http_get, only_run, report_json, short_demo};
 
 fn manifest(run: &Path) -> Manifest {
     Manifest::read(&run.join("run.json")).expect("run.json")
@@ -103,9 +103,7 @@ fn short_demo_run_keeps_every_contract() {
     };
     let predicted = argmax(&model);
     assert_eq!(levels[predicted], 8);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report/report.json")).unwrap())
-            .unwrap();
+    let report = report_json(&run);
     let measured: Vec<f64> = report["stages"]
         .as_array()
         .unwrap()
@@ -562,9 +560,7 @@ fn a_cpu_burning_service_is_attributed_to_host_cpu() {
         String::from_utf8_lossy(&out.stderr)
     );
     let run = only_run(&tmp.path().join("runs"));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report/report.json")).unwrap())
-            .unwrap();
+    let report = report_json(&run);
     let top = &report["saturation_bottleneck"];
     assert_eq!(top["class"], "host_cpu", "{}", report["bottlenecks"]);
     assert!(top["evidence"].to_string().contains("CPU cores"), "{top}");
@@ -732,9 +728,7 @@ workload:
         String::from_utf8_lossy(&out.stderr)
     );
     let run = only_run(&tmp.path().join("runs"));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("report/report.json")).unwrap())
-            .unwrap();
+    let report = report_json(&run);
     let top = &report["saturation_bottleneck"];
     assert_eq!(top["class"], "host_memory", "{}", report["bottlenecks"]);
     assert!(

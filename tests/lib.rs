@@ -100,3 +100,9 @@ pub fn http_get(url: &str) -> String {
     );
     body.to_string()
 }
+
+/// The `report/report.json` of a run directory.
+pub fn report_json(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("report/report.json")).expect("report.json");
+    serde_json::from_str(&text).expect("report.json is JSON")
+}

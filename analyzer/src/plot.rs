@@ -140,7 +140,6 @@ pub fn two_panels(
             lo,
             hi,
             log_x,
-            _p: std::marker::PhantomData,
         },
     )
 }
@@ -152,7 +151,6 @@ struct TwoPanels<'a> {
     lo: f64,
     hi: f64,
     log_x: bool,
-    _p: std::marker::PhantomData<&'a ()>,
 }
 
 impl Draw for TwoPanels<'_> {
@@ -164,7 +162,6 @@ impl Draw for TwoPanels<'_> {
             lo,
             hi,
             log_x,
-            ..
         } = self;
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let (top_area, bottom_area) = root.split_vertically(360);
@@ -389,7 +386,6 @@ pub fn latency_log(report: &Report, path: &Path) -> Result<(), String> {
             ylo,
             yhi,
             unit,
-            _p: std::marker::PhantomData,
         },
     )
 }
@@ -401,7 +397,6 @@ struct LatencyLog<'a> {
     ylo: f64,
     yhi: f64,
     unit: &'a str,
-    _p: std::marker::PhantomData<&'a ()>,
 }
 
 impl Draw for LatencyLog<'_> {
@@ -413,7 +408,6 @@ impl Draw for LatencyLog<'_> {
             ylo,
             yhi,
             unit,
-            ..
         } = self;
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let mut c = ChartBuilder::on(&root)
@@ -463,7 +457,6 @@ pub fn spectrum(points: &[(f64, f64)], title: &str, path: &Path) -> Result<(), S
             xmax,
             ymax,
             title,
-            _p: std::marker::PhantomData,
         },
     )
 }
@@ -473,7 +466,6 @@ struct Spectrum<'a> {
     xmax: f64,
     ymax: f64,
     title: &'a str,
-    _p: std::marker::PhantomData<&'a ()>,
 }
 
 impl Draw for Spectrum<'_> {
@@ -483,7 +475,6 @@ impl Draw for Spectrum<'_> {
             xmax,
             ymax,
             title,
-            ..
         } = self;
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let mut c = ChartBuilder::on(&root)
