@@ -50,6 +50,9 @@ struct Run {
     dir: RunDir,
     manifest: Manifest,
     procs: Vec<Proc>,
+    recipe_dir: std::path::PathBuf,
+    /// The service's `{data_dir}`, removed when the run ends.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Run {
@@ -108,8 +111,82 @@ async fn wait_ready(
     }
 }
 
-/// Runs a recipe on this machine. `recipe_path` is only used in messages.
-pub async fn run(recipe: &Recipe, runs_root: &Path) -> Result<Outcome, Failure> {
+/// Waits for `loadgen ready` (the driver's own readiness check) to succeed, failing early
+/// when the service exits.
+async fn wait_service(
+    run: &mut Run,
+    base: &str,
+    timeout: Duration,
+    log: &Path,
+) -> Result<Duration, Failure> {
+    let start = Instant::now();
+    let argv = [
+        procs_path("loadgen"),
+        "ready".into(),
+        "--recipe".into(),
+        run.dir.lock().display().to_string(),
+        "--target".into(),
+        base.to_string(),
+        "--timeout".into(),
+        format!("{}", timeout.as_secs_f64()),
+    ];
+    let mut probe = tokio::process::Command::new(&argv[0]);
+    probe
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let probe = probe
+        .spawn()
+        .map_err(|e| Failure::check(format!("cannot start {}: {e}", argv[0])))?;
+    let waited = probe.wait_with_output();
+    tokio::pin!(waited);
+    let service = run.procs.iter_mut().find(|p| p.role == "service");
+    let outcome = match service {
+        Some(p) => tokio::select! {
+            out = &mut waited => Ok(out),
+            status = p.child.wait() => Err(status),
+        },
+        None => Ok(waited.await),
+    };
+    match outcome {
+        Ok(Ok(out)) if out.status.success() => Ok(start.elapsed()),
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let reason = text
+                .lines()
+                .last()
+                .unwrap_or("not ready")
+                .trim_start_matches("loadgen: error: ")
+                .to_string();
+            let code = if out.status.code() == Some(i32::from(USAGE)) {
+                USAGE
+            } else {
+                CHECK_FAILED
+            };
+            Err(Failure {
+                code,
+                message: format!("{reason}; see {}", log.display()),
+            })
+        }
+        Ok(Err(e)) => Err(Failure::check(format!("readiness check failed: {e}"))),
+        Err(status) => {
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            let last = procs::last_line(log)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            Err(Failure::input(format!(
+                "service exited ({status}) before it was ready; see {}{last}",
+                log.display()
+            )))
+        }
+    }
+}
+
+/// Runs a recipe on this machine; `recipe_dir` is the recipe file's directory
+/// (`{recipe_dir}` in service commands).
+pub async fn run(recipe: &Recipe, recipe_dir: &Path, runs_root: &Path) -> Result<Outcome, Failure> {
     let id = new_run_id();
     let dir = RunDir::new(runs_root.join(&id));
     dir.create()
@@ -146,6 +223,8 @@ pub async fn run(recipe: &Recipe, runs_root: &Path) -> Result<Outcome, Failure> 
         dir,
         manifest,
         procs: Vec::new(),
+        recipe_dir: recipe_dir.to_path_buf(),
+        data_dir: None,
     };
     run.save();
     eprintln!("aifb: run {id} in {}", run.dir.root.display());
@@ -199,6 +278,11 @@ pub async fn run(recipe: &Recipe, runs_root: &Path) -> Result<Outcome, Failure> 
         Err(f) => Some(f),
     };
     run.stop_all().await;
+    if let Some(d) = run.data_dir.take()
+        && let Err(e) = std::fs::remove_dir_all(&d)
+    {
+        eprintln!("aifb: warning: cannot remove {}: {e}", d.display());
+    }
 
     // Merge the stage windows the loadgen wrote.
     if let Ok(text) = std::fs::read_to_string(run.dir.summary())
@@ -255,20 +339,39 @@ async fn drive(run: &mut Run, recipe: &Recipe) -> Result<usize, Failure> {
                     "--recipe".into(),
                     run.dir.lock().display().to_string(),
                 ],
-                ServiceKind::Openai => svc
-                    .command
-                    .iter()
-                    .map(|a| a.replace("{port}", &port.to_string()))
-                    .collect(),
+                _ => {
+                    let mut data_dir = None;
+                    if svc.command.iter().any(|a| a.contains("{data_dir}")) {
+                        let d = std::env::temp_dir().join(format!("aifb-{}-data", run.manifest.id));
+                        std::fs::create_dir_all(&d)
+                            .map_err(|e| Failure::check(format!("{}: {e}", d.display())))?;
+                        data_dir = Some(d);
+                    }
+                    let data = data_dir
+                        .as_ref()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default();
+                    run.data_dir = data_dir;
+                    let recipe_dir = run.recipe_dir.display().to_string();
+                    svc.command
+                        .iter()
+                        .map(|a| {
+                            a.replace("{port}", &port.to_string())
+                                .replace("{data_dir}", &data)
+                                .replace("{recipe_dir}", &recipe_dir)
+                        })
+                        .collect()
+                }
             };
             let addr = format!("127.0.0.1:{port}");
             let p = procs::spawn("service", &argv, &logs, Output::Log, Some(addr.clone()))
                 .map_err(Failure::input)?;
             run.manifest.processes.push(p.record.clone());
             run.procs.push(p);
-            format!("http://{addr}")
+            format!("{}://{addr}", svc.kind.schemes()[0])
         }
     };
+    let http = base.starts_with("http");
     let service_pid = run.procs.first().map(|p| p.record.pid);
 
     // Exporter.
@@ -299,8 +402,11 @@ async fn drive(run: &mut Run, recipe: &Recipe) -> Result<usize, Failure> {
                 "--process.pid".into(),
                 pid.to_string(),
                 "--process.service".into(),
-                service_label(svc.kind).into(),
+                svc.kind.name().into(),
             ]);
+        }
+        if let Some(url) = probe_url(recipe, &base) {
+            argv.extend(["--probe".into(), url]);
         }
         let p = procs::spawn("exporter", &argv, &logs, Output::Log, Some(addr.clone()))
             .map_err(Failure::input)?;
@@ -308,23 +414,14 @@ async fn drive(run: &mut Run, recipe: &Recipe) -> Result<usize, Failure> {
         run.procs.push(p);
         scrape.push(format!("exporter=http://{addr}/metrics"));
     }
-    if let Some(path) = &svc.metrics_path {
+    if let Some(path) = svc.metrics().filter(|_| http) {
         scrape.push(format!("service={base}{path}"));
     }
     run.save();
 
-    // Readiness.
-    let health = format!("{base}{}", svc.health.path);
+    // Readiness: the driver's own check, through `loadgen ready`.
     let service_log = logs.join("service.log");
-    let service = run.procs.iter_mut().find(|p| p.role == "service");
-    let took = wait_ready(
-        &client,
-        &health,
-        service,
-        svc.health.timeout.get(),
-        &service_log,
-    )
-    .await?;
+    let took = wait_service(run, &base, svc.health.timeout.get(), &service_log).await?;
     eprintln!(
         "aifb: service ready at {base} after {:.1}s",
         took.as_secs_f64()
@@ -370,11 +467,22 @@ async fn drive(run: &mut Run, recipe: &Recipe) -> Result<usize, Failure> {
     Ok(run.procs.len() - 1)
 }
 
-fn service_label(kind: ServiceKind) -> &'static str {
-    match kind {
-        ServiceKind::Simulator => "simulator",
-        ServiceKind::Openai => "openai",
+/// The exporter's `--probe KIND=URL@SERVICE` for the service, when the exporter has a
+/// probe for its kind. S3 stores other than MinIO have no MinIO health paths: no probe.
+fn probe_url(recipe: &Recipe, base: &str) -> Option<String> {
+    let svc = &recipe.service;
+    let kind = svc.kind.probe().filter(|_| svc.kind != ServiceKind::S3)?;
+    let mut url = base.to_string();
+    if svc.kind == ServiceKind::Postgres && !base.contains('@') {
+        let user = svc.auth.user.as_deref().unwrap_or("postgres");
+        let db = svc.database.as_deref().unwrap_or("postgres");
+        url = format!(
+            "{}{user}@{}/{db}",
+            "postgresql://",
+            base.split("://").nth(1)?
+        );
     }
+    Some(format!("{kind}={url}@{}", svc.kind.name()))
 }
 
 fn procs_path(name: &str) -> String {

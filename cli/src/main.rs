@@ -79,7 +79,18 @@ fn run(path: &std::path::Path, out: PathBuf) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::check(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(async {
-        let outcome = local::run(&recipe, &out).await?;
+        let recipe_dir = path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .and_then(|d| d.canonicalize().ok())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let outcome = local::run(&recipe, &recipe_dir, &out).await?;
         let report = if outcome.dir.requests().is_file() {
             Some(local::analyze(&outcome.dir.root).await)
         } else {

@@ -3,6 +3,7 @@
 //! | module | contract |
 //! |---|---|
 //! | [`recipe`] | the YAML recipe: types, defaults, validation with located errors |
+//! | [`workloads`] | the per-driver workload sections of a recipe (Redis, PostgreSQL, S3, vectors, HTTP) |
 //! | [`yamlpath`] | maps a key path such as `workload.levels[2]` to its line in a YAML text |
 //! | [`duration`] | human durations (`500ms`, `2s`, `1m`) used in recipes |
 //! | [`run`] | run ids, the run directory layout and the `run.json` manifest |
@@ -25,6 +26,7 @@ pub mod recipe;
 #[cfg(feature = "parquet")]
 pub mod requests;
 pub mod run;
+pub mod workloads;
 pub mod yamlpath;
 
 #[cfg(feature = "parquet")]

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+pub use crate::workloads::*;
 use crate::yamlpath::LineIndex;
 
 /// A whole benchmark description.
@@ -75,29 +76,168 @@ pub struct Executor {
     pub modules: Vec<String>,
 }
 
-/// Kind of service under test.
+/// Kind of service under test; it picks the driver that sends the requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
-    /// The built-in simulated OpenAI/vLLM server (`loadgen sim`).
+    /// The built-in simulated OpenAI/vLLM server (`loadgen sim`), driven through its
+    /// OpenAI API.
     Simulator,
-    /// Any OpenAI-compatible server (vLLM, llama-server, ...), started by `command` or
-    /// reached at `endpoint`.
+    /// Any OpenAI-compatible server (llama-server, Ollama's `/v1`, TGI, SGLang, ...).
     Openai,
+    /// vLLM's OpenAI server: the OpenAI driver plus per-chunk usage
+    /// (`continuous_usage_stats`) and its `/metrics`.
+    Vllm,
+    /// Ollama's native API (`/api/chat`, `/api/generate`, NDJSON streaming).
+    Ollama,
+    /// Redis (RESP over TCP).
+    Redis,
+    /// PostgreSQL (wire protocol).
+    Postgres,
+    /// An S3 object store (MinIO, Garage, Ceph RGW, AWS), SigV4-signed.
+    #[serde(alias = "minio")]
+    S3,
+    /// ChromaDB's HTTP v2 API.
+    Chroma,
+    /// Qdrant's REST API.
+    Qdrant,
+    /// Any HTTP service: one configurable request.
+    Http,
+}
+
+impl ServiceKind {
+    /// The recipe spelling of the kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Simulator => "simulator",
+            ServiceKind::Openai => "openai",
+            ServiceKind::Vllm => "vllm",
+            ServiceKind::Ollama => "ollama",
+            ServiceKind::Redis => "redis",
+            ServiceKind::Postgres => "postgres",
+            ServiceKind::S3 => "s3",
+            ServiceKind::Chroma => "chroma",
+            ServiceKind::Qdrant => "qdrant",
+            ServiceKind::Http => "http",
+        }
+    }
+
+    /// URL schemes accepted for `service.endpoint`; the first one is used for a started
+    /// service.
+    pub fn schemes(self) -> &'static [&'static str] {
+        match self {
+            ServiceKind::Redis => &["redis"],
+            ServiceKind::Postgres => &["postgres", "postgresql"],
+            _ => &["http", "https"],
+        }
+    }
+
+    /// True for the LLM kinds, whose requests follow `workload.request`.
+    pub fn is_llm(self) -> bool {
+        matches!(
+            self,
+            ServiceKind::Simulator | ServiceKind::Openai | ServiceKind::Vllm | ServiceKind::Ollama
+        )
+    }
+
+    /// The HTTP readiness path when the recipe gives none; `None` for services whose
+    /// readiness is a protocol-level check (Redis `PING`, PostgreSQL `SELECT 1`, a signed
+    /// S3 `ListBuckets`).
+    pub fn default_health_path(self) -> Option<&'static str> {
+        match self {
+            ServiceKind::Simulator | ServiceKind::Openai | ServiceKind::Vllm => Some("/health"),
+            ServiceKind::Ollama => Some("/api/tags"),
+            ServiceKind::Chroma => Some("/api/v2/heartbeat"),
+            ServiceKind::Qdrant => Some("/readyz"),
+            ServiceKind::Http => Some("/"),
+            ServiceKind::Redis | ServiceKind::Postgres | ServiceKind::S3 => None,
+        }
+    }
+
+    /// The Prometheus metrics path the service itself serves, when it has one.
+    pub fn default_metrics_path(self) -> Option<&'static str> {
+        match self {
+            ServiceKind::Simulator | ServiceKind::Openai | ServiceKind::Vllm => Some("/metrics"),
+            ServiceKind::Qdrant => Some("/metrics"),
+            _ => None,
+        }
+    }
+
+    /// The exporter's probe kind for this service, if it has one.
+    pub fn probe(self) -> Option<&'static str> {
+        match self {
+            ServiceKind::Redis => Some("redis"),
+            ServiceKind::Postgres => Some("postgres"),
+            ServiceKind::Vllm | ServiceKind::Simulator => Some("vllm"),
+            ServiceKind::Ollama => Some("ollama"),
+            ServiceKind::Qdrant => Some("qdrant"),
+            ServiceKind::Chroma => Some("chroma"),
+            ServiceKind::S3 => Some("minio"),
+            ServiceKind::Openai | ServiceKind::Http => None,
+        }
+    }
+}
+
+/// Credentials of the service. Prefer `password_env`: a literal `password` is copied into
+/// `recipe.lock.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// User name (PostgreSQL role, Redis ACL user, S3 access key id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Password (S3 secret key; for OpenAI-compatible, Chroma and Qdrant servers the API
+    /// key or bearer token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Environment variable holding the password, read when the run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+impl Auth {
+    /// The password: the literal one, else the environment variable's value.
+    pub fn secret(&self) -> Result<Option<String>, String> {
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        match &self.password_env {
+            None => Ok(None),
+            Some(name) => std::env::var(name).map(Some).map_err(|_| {
+                format!("service.auth.password_env: environment variable {name} is not set")
+            }),
+        }
+    }
 }
 
 /// The service under test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
-    /// `simulator` or `openai`.
+    /// Which service, hence which driver.
     pub kind: ServiceKind,
-    /// Command line that starts the service; `{port}` is replaced by the chosen port.
+    /// Command line that starts the service. `{port}` is replaced by the chosen port,
+    /// `{data_dir}` by a fresh temporary directory removed after the run, `{recipe_dir}`
+    /// by the directory of the recipe file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    /// Base URL of a service that is already running (nothing is started).
+    /// Address of a service that is already running (nothing is started):
+    /// `http://host:port` for HTTP services, `redis://host:port`,
+    /// `postgres://user@host:port/db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Apptainer/Docker image of the service, for executors that run containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Credentials.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub auth: Auth,
+    /// PostgreSQL database (default `postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// S3 region used in signatures (Garage: `garage`; MinIO: `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Port for a started service; 0 picks a free one.
     #[serde(default)]
     pub port: u16,
@@ -107,8 +247,10 @@ pub struct Service {
     /// Readiness check.
     #[serde(default)]
     pub health: Health,
-    /// Path of the service's Prometheus metrics, scraped into metrics.parquet (`null` to skip).
-    #[serde(default = "default_metrics_path")]
+    /// Path of the service's Prometheus metrics, scraped into metrics.parquet. Absent:
+    /// the kind's own (`/metrics` for vLLM, the simulator, OpenAI servers and Qdrant);
+    /// `""` turns scraping off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_path: Option<String>,
     /// Parameters of the built-in simulator.
     #[serde(default)]
@@ -118,25 +260,44 @@ pub struct Service {
 fn default_model() -> String {
     "sim-llm".into()
 }
-fn default_metrics_path() -> Option<String> {
-    Some("/metrics".into())
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+impl Service {
+    /// The HTTP readiness path: the recipe's, else the kind's.
+    pub fn health_path(&self) -> Option<String> {
+        self.health
+            .path
+            .clone()
+            .or_else(|| self.kind.default_health_path().map(str::to_string))
+    }
+
+    /// The metrics path to scrape, if any.
+    pub fn metrics(&self) -> Option<String> {
+        match &self.metrics_path {
+            Some(p) if p.is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => self.kind.default_metrics_path().map(str::to_string),
+        }
+    }
 }
 
 /// Readiness check of a started service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
-    /// HTTP path that answers 200 once the service is ready.
-    #[serde(default = "default_health_path")]
-    pub path: String,
+    /// HTTP path that answers 200 once the service is ready. Absent: the kind's own
+    /// (`/health`, Ollama `/api/tags`, Chroma `/api/v2/heartbeat`, Qdrant `/readyz`); Redis,
+    /// PostgreSQL and S3 are checked through their protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// How long to wait for readiness before giving up.
     #[serde(default = "default_health_timeout")]
     pub timeout: HumanDuration,
 }
 
-fn default_health_path() -> String {
-    "/health".into()
-}
 fn default_health_timeout() -> HumanDuration {
     HumanDuration::secs(60)
 }
@@ -144,7 +305,7 @@ fn default_health_timeout() -> HumanDuration {
 impl Default for Health {
     fn default() -> Self {
         Self {
-            path: default_health_path(),
+            path: None,
             timeout: default_health_timeout(),
         }
     }
@@ -366,9 +527,24 @@ pub struct Workload {
     /// Seed of every random choice (arrivals, prompts).
     #[serde(default = "d_seed")]
     pub seed: u64,
-    /// The request sent.
+    /// The LLM request sent (LLM kinds).
     #[serde(default)]
     pub request: RequestShape,
+    /// Redis commands (`service.kind: redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisWorkload>,
+    /// PostgreSQL transactions (`service.kind: postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresWorkload>,
+    /// S3 operations (`service.kind: s3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Workload>,
+    /// Vector operations (`service.kind: chroma` or `qdrant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<VectorWorkload>,
+    /// The HTTP request (`service.kind: http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpWorkload>,
 }
 
 fn d_warmup() -> HumanDuration {
@@ -406,6 +582,10 @@ pub struct RequestShape {
     /// Ask the server to ignore end-of-sequence (vLLM `ignore_eos`).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Ask for token usage in every streamed chunk (vLLM `continuous_usage_stats`).
+    /// Absent: on for `service.kind: vllm`, off otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous_usage_stats: Option<bool>,
 }
 
 fn d_prompt() -> u32 {
@@ -423,6 +603,7 @@ impl Default for RequestShape {
             max_tokens: d_max_tokens(),
             stream: true,
             ignore_eos: false,
+            continuous_usage_stats: None,
         }
     }
 }
@@ -613,8 +794,14 @@ impl Recipe {
                 "give either service.command or service.endpoint, not both".into(),
             );
         }
-        if s.kind == ServiceKind::Openai && s.command.is_empty() && s.endpoint.is_none() {
-            bad("service", "an openai service needs service.command (to start it) or service.endpoint (already running)".into());
+        if s.kind != ServiceKind::Simulator && s.command.is_empty() && s.endpoint.is_none() {
+            bad(
+                "service",
+                format!(
+                    "service.kind {} needs service.command (to start it) or service.endpoint (already running)",
+                    s.kind.name()
+                ),
+            );
         }
         if s.kind == ServiceKind::Simulator && !s.command.is_empty() {
             bad(
@@ -622,19 +809,48 @@ impl Recipe {
                 "the simulator is built in: leave service.command out".into(),
             );
         }
-        if let Some(ep) = &s.endpoint
-            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        if let Some(ep) = &s.endpoint {
+            let schemes = s.kind.schemes();
+            if !schemes
+                .iter()
+                .any(|sc| ep.strip_prefix(sc).is_some_and(|r| r.starts_with("://")))
+            {
+                let want: Vec<String> = schemes.iter().map(|sc| format!("{sc}://")).collect();
+                bad(
+                    "service.endpoint",
+                    format!(
+                        "{ep:?} must start with {} (service.kind {})",
+                        want.join(" or "),
+                        s.kind.name()
+                    ),
+                );
+            }
+        }
+        if let Some(p) = &s.health.path
+            && !p.starts_with('/')
+        {
+            bad("service.health.path", format!("{p:?} must start with '/'"));
+        }
+        if let Some(p) = &s.metrics_path
+            && !p.is_empty()
+            && !p.starts_with('/')
         {
             bad(
-                "service.endpoint",
-                format!("{ep:?} must start with http:// or https://"),
+                "service.metrics_path",
+                format!("{p:?} must start with '/' (or be \"\" to turn scraping off)"),
             );
         }
-        if !s.health.path.starts_with('/') {
+        if s.auth.password.is_some() && s.auth.password_env.is_some() {
             bad(
-                "service.health.path",
-                format!("{:?} must start with '/'", s.health.path),
+                "service.auth.password_env",
+                "give either password or password_env, not both".into(),
             );
+        }
+        if s.database.is_some() && s.kind != ServiceKind::Postgres {
+            bad("service.database", "only for service.kind postgres".into());
+        }
+        if s.region.is_some() && s.kind != ServiceKind::S3 {
+            bad("service.region", "only for service.kind s3".into());
         }
         if s.health.timeout.get().is_zero() {
             bad("service.health.timeout", "must be > 0".into());
@@ -706,6 +922,7 @@ impl Recipe {
         if w.request.max_tokens == 0 {
             bad("workload.request.max_tokens", "must be > 0".into());
         }
+        self.validate_driver(&mut bad);
         if let Some(r) = self.slo.error_rate
             && !(0.0..=1.0).contains(&r)
         {
@@ -730,12 +947,180 @@ impl Recipe {
         out
     }
 
+    /// Checks the driver section of the workload against the service kind.
+    fn validate_driver(&self, bad: &mut impl FnMut(&str, String)) {
+        let kind = self.service.kind;
+        let w = &self.workload;
+        let sections: [(&str, bool, &[ServiceKind]); 5] = [
+            ("workload.redis", w.redis.is_some(), &[ServiceKind::Redis]),
+            (
+                "workload.postgres",
+                w.postgres.is_some(),
+                &[ServiceKind::Postgres],
+            ),
+            ("workload.s3", w.s3.is_some(), &[ServiceKind::S3]),
+            (
+                "workload.vector",
+                w.vector.is_some(),
+                &[ServiceKind::Chroma, ServiceKind::Qdrant],
+            ),
+            ("workload.http", w.http.is_some(), &[ServiceKind::Http]),
+        ];
+        for (path, present, kinds) in sections {
+            if present && !kinds.contains(&kind) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+                bad(
+                    path,
+                    format!(
+                        "only for service.kind {}, not {}",
+                        names.join(" or "),
+                        kind.name()
+                    ),
+                );
+            }
+        }
+        if let Some(r) = &w.redis {
+            if let Some(m) = check_mix(&[("get", r.mix.get), ("set", r.mix.set)]) {
+                bad("workload.redis.mix", m);
+            }
+            if r.keys == 0 {
+                bad("workload.redis.keys", "must be > 0".into());
+            }
+            if !(r.zipf_exponent.is_finite() && r.zipf_exponent > 0.0) {
+                bad(
+                    "workload.redis.zipf_exponent",
+                    format!("must be > 0, got {}", r.zipf_exponent),
+                );
+            }
+            if r.connections == Some(0) {
+                bad("workload.redis.connections", "must be > 0".into());
+            }
+        }
+        if let Some(p) = &w.postgres {
+            if let Some(m) = check_mix(&[("tpcb", p.mix.tpcb), ("select", p.mix.select)]) {
+                bad("workload.postgres.mix", m);
+            }
+            if p.scale == 0 {
+                bad("workload.postgres.scale", "must be > 0".into());
+            }
+            if p.connections == Some(0) {
+                bad("workload.postgres.connections", "must be > 0".into());
+            }
+            if p.teardown && p.schema == SchemaMode::Existing {
+                bad(
+                    "workload.postgres.teardown",
+                    "only drops tables this run created: not with schema: existing".into(),
+                );
+            }
+        }
+        if let Some(o) = &w.s3 {
+            if let Some(m) = check_mix(&[("put", o.mix.put), ("get", o.mix.get)]) {
+                bad("workload.s3.mix", m);
+            }
+            let valid_bucket = (3..=63).contains(&o.bucket.len())
+                && o.bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !valid_bucket {
+                bad(
+                    "workload.s3.bucket",
+                    format!(
+                        "{:?} is not a valid bucket name (3-63 lowercase letters, digits, '-', '.')",
+                        o.bucket
+                    ),
+                );
+            }
+            if o.objects == 0 {
+                bad("workload.s3.objects", "must be > 0".into());
+            }
+            if !(o.zipf_exponent.is_finite() && o.zipf_exponent > 0.0) {
+                bad(
+                    "workload.s3.zipf_exponent",
+                    format!("must be > 0, got {}", o.zipf_exponent),
+                );
+            }
+        }
+        if let Some(v) = &w.vector {
+            if let Some(m) = check_mix(&[("query", v.mix.query), ("upsert", v.mix.upsert)]) {
+                bad("workload.vector.mix", m);
+            }
+            if v.dimension == 0 {
+                bad("workload.vector.dimension", "must be > 0".into());
+            }
+            if v.top_k == 0 {
+                bad("workload.vector.top_k", "must be > 0".into());
+            }
+            if v.batch == 0 {
+                bad("workload.vector.batch", "must be > 0".into());
+            }
+            if v.collection.is_empty()
+                || !v
+                    .collection
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            {
+                bad(
+                    "workload.vector.collection",
+                    format!(
+                        "{:?} must be non-empty and use only letters, digits, '-' and '_'",
+                        v.collection
+                    ),
+                );
+            }
+        }
+        if let Some(h) = &w.http {
+            if http_method_ok(&h.method).is_none() {
+                bad(
+                    "workload.http.method",
+                    format!("{:?} is not an HTTP method", h.method),
+                );
+            }
+            if !h.path.starts_with('/') {
+                bad(
+                    "workload.http.path",
+                    format!("{:?} must start with '/'", h.path),
+                );
+            }
+            if let Some(s) = h.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
+                bad(
+                    "workload.http.expect_status",
+                    format!("{s} is not an HTTP status"),
+                );
+            }
+        }
+    }
+
     /// The recipe with every default written out and the aifb version set: the content of
     /// `recipe.lock.yaml`.
     pub fn resolved(&self) -> Recipe {
         let mut r = self.clone();
         r.aifb_version = Some(crate::VERSION.to_string());
+        let kind = r.service.kind;
+        if r.service.health.path.is_none() {
+            r.service.health.path = kind.default_health_path().map(str::to_string);
+        }
+        if r.service.metrics_path.is_none() {
+            r.service.metrics_path = Some(kind.default_metrics_path().unwrap_or("").to_string());
+        }
         let w = &mut r.workload;
+        match kind {
+            ServiceKind::Redis => {
+                w.redis.get_or_insert_with(Default::default);
+            }
+            ServiceKind::Postgres => {
+                w.postgres.get_or_insert_with(Default::default);
+            }
+            ServiceKind::S3 => {
+                w.s3.get_or_insert_with(Default::default);
+            }
+            ServiceKind::Chroma | ServiceKind::Qdrant => {
+                w.vector.get_or_insert_with(Default::default);
+            }
+            ServiceKind::Http => {
+                w.http.get_or_insert_with(Default::default);
+            }
+            _ => {}
+        }
         match w.pattern {
             Pattern::Closed => {
                 w.think_time.get_or_insert(HumanDuration::default());
@@ -760,16 +1145,8 @@ impl Recipe {
     /// Identity of the workload and the request shape, for comparing runs: equal when the
     /// same load was applied in the same way.
     pub fn workload_hash(&self) -> String {
-        let mut w = self.workload.clone();
         // Defaults resolved, so that an omitted default and an explicit one agree.
-        match w.pattern {
-            Pattern::Closed => {
-                w.think_time.get_or_insert(HumanDuration::default());
-            }
-            Pattern::Open => {
-                w.arrival.get_or_insert(Arrival::Poisson);
-            }
-        }
+        let w = self.resolved().workload;
         let text = serde_json::to_string(&(w, &self.service.model)).unwrap_or_default();
         crate::run::stable_hash(text.as_bytes())
     }
@@ -913,4 +1290,12 @@ mod capacity_tests {
         };
         assert_eq!(small_kv.batch_limit(64, 64), 4);
     }
+}
+
+/// An HTTP method token (RFC 9110 `token`), upper- or lower-case.
+fn http_method_ok(m: &str) -> Option<&str> {
+    let ok = !m.is_empty()
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    ok.then_some(m)
 }

@@ -39,6 +39,9 @@ pub mod error_class {
     pub const TRUNCATED: &str = "truncated";
     /// Stopped by the run ending (signal or stage end).
     pub const CANCELLED: &str = "cancelled";
+    /// A non-HTTP server answered with an error (Redis error reply, PostgreSQL error
+    /// such as a serialization failure).
+    pub const SERVER: &str = "server";
 }
 
 /// One request.

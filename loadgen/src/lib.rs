@@ -4,13 +4,13 @@
 //! |---|---|
 //! | [`sim`] | `loadgen sim`: the simulated OpenAI/vLLM server (batching model, HTTP, metrics) |
 //! | [`sse`] | incremental Server-Sent Events parser |
-//! | [`openai`] | the OpenAI chat/completions driver: one request, timed to the token |
+//! | [`driver`] | one driver per service protocol (OpenAI/vLLM, Ollama, Redis, PostgreSQL, S3, ChromaDB, Qdrant, HTTP) behind one trait |
 //! | [`sweep`] | stages, closed and open loops, phases |
 //! | [`sink`] | requests.parquet and per-stage HdrHistograms (summary.json) |
 //! | [`scrape`] | scrapes `/metrics` endpoints into metrics.parquet |
 //! | [`telemetry`] | the loadgen's own `aifb_loadgen_*` series |
 
-pub mod openai;
+pub mod driver;
 pub mod scrape;
 pub mod sim;
 pub mod sink;

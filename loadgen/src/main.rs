@@ -9,12 +9,13 @@ use std::time::Duration;
 use aifb_core::clock::{RunClock, rfc3339};
 use aifb_core::exit::{self, Failure};
 use aifb_core::metrics::MetricsWriter;
-use aifb_core::recipe::{Pattern, Recipe, SimulatorSettings};
+use aifb_core::recipe::{Pattern, Recipe, ServiceKind, SimulatorSettings};
 use aifb_core::run::{Environment, Manifest, RunDir, RunStatus, write_atomic};
+use aifb_loadgen::driver::{self, Driver, DriverError, Spec};
 use aifb_loadgen::scrape::{self, Target};
 use aifb_loadgen::sweep::{self, Context};
 use aifb_loadgen::telemetry::Telemetry;
-use aifb_loadgen::{openai, sim, sink};
+use aifb_loadgen::{sim, sink};
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -42,6 +43,22 @@ enum Command {
     Run(RunArgs),
     /// Serve the simulated OpenAI-compatible LLM server.
     Sim(SimArgs),
+    /// Wait until the service answers its driver's readiness check (HTTP health path,
+    /// Redis PING, PostgreSQL SELECT 1, signed S3 HeadBucket); exit 0 when ready.
+    Ready(ReadyArgs),
+}
+
+#[derive(clap::Args)]
+struct ReadyArgs {
+    /// Recipe whose service to check.
+    #[arg(long)]
+    recipe: PathBuf,
+    /// Address of the service (http://…, redis://…, postgres://…).
+    #[arg(long)]
+    target: String,
+    /// Give up after this many seconds (default: the recipe's service.health.timeout).
+    #[arg(long)]
+    timeout: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -49,7 +66,8 @@ struct RunArgs {
     /// Recipe (or recipe.lock.yaml) whose workload to run.
     #[arg(long)]
     recipe: PathBuf,
-    /// Base URL of the service, e.g. http://127.0.0.1:8000.
+    /// Address of the service: http://127.0.0.1:8000, redis://127.0.0.1:6379,
+    /// postgres://user@127.0.0.1:5432/db.
     #[arg(long)]
     target: String,
     /// Output directory (the run directory).
@@ -137,7 +155,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_file = match &cli.command {
         Command::Run(a) => a.log_file.as_deref(),
-        Command::Sim(_) => None,
+        Command::Sim(_) | Command::Ready(_) => None,
     };
     if let Err(f) = init_logging(log_file) {
         return exit::finish("loadgen", Err(f));
@@ -160,6 +178,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Sim(args) => simulate(args).await,
+            Command::Ready(args) => ready(args).await,
         }
     });
     exit::finish("loadgen", result)
@@ -249,14 +268,100 @@ fn signal_watch() -> watch::Receiver<bool> {
     rx
 }
 
+/// Calls `$f::<Driver>($args…)` with the driver of `$kind`.
+macro_rules! with_driver {
+    ($kind:expr, $f:ident ( $($a:expr),* )) => {
+        match $kind {
+            ServiceKind::Simulator | ServiceKind::Openai | ServiceKind::Vllm => $f::<driver::openai::OpenAi>($($a),*).await,
+            ServiceKind::Ollama => $f::<driver::ollama::Ollama>($($a),*).await,
+            ServiceKind::Redis => $f::<driver::redis::Redis>($($a),*).await,
+            ServiceKind::Postgres => $f::<driver::postgres::Postgres>($($a),*).await,
+            ServiceKind::S3 => $f::<driver::s3::S3>($($a),*).await,
+            ServiceKind::Chroma => $f::<driver::chroma::Chroma>($($a),*).await,
+            ServiceKind::Qdrant => $f::<driver::qdrant::Qdrant>($($a),*).await,
+            ServiceKind::Http => $f::<driver::http::Http>($($a),*).await,
+        }
+    };
+}
+
+/// A driver failure as a failure of the run: permanent ones (credentials, missing
+/// bucket or collection) are input errors.
+fn driver_failure(e: DriverError) -> Failure {
+    if e.permanent {
+        Failure::input(e.message)
+    } else {
+        Failure::check(e.message)
+    }
+}
+
+fn check_target(recipe: &Recipe, target: &str) -> Result<(), Failure> {
+    let kind = recipe.service.kind;
+    let ok = kind.schemes().iter().any(|sc| {
+        target
+            .strip_prefix(sc)
+            .is_some_and(|r| r.starts_with("://"))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::input(format!(
+            "--target {target:?}: a {} service is reached at {}://HOST:PORT",
+            kind.name(),
+            kind.schemes()[0]
+        )))
+    }
+}
+
+async fn ready(args: ReadyArgs) -> Result<(), Failure> {
+    let recipe = load_recipe(&args.recipe)?;
+    check_target(&recipe, &args.target)?;
+    let spec = Spec::new(&recipe, &args.target).map_err(driver_failure)?;
+    let timeout = match args.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
+        Some(t) => return Err(Failure::input(format!("--timeout {t}: must be > 0"))),
+        None => recipe.service.health.timeout.get(),
+    };
+    with_driver!(recipe.service.kind, wait_ready(spec, timeout))
+}
+
+async fn wait_ready<D: Driver>(spec: Spec, timeout: Duration) -> Result<(), Failure> {
+    let start = std::time::Instant::now();
+    let mut spec = spec;
+    spec.connections = 1;
+    loop {
+        let attempt = async {
+            let d = D::connect(&spec).await?;
+            d.ping().await
+        };
+        let last = match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(())) => {
+                println!("ready after {:.1}s", start.elapsed().as_secs_f64());
+                return Ok(());
+            }
+            Ok(Err(e)) if e.permanent => return Err(driver_failure(e)),
+            Ok(Err(e)) => e.message,
+            Err(_) => "no answer within 5s".to_string(),
+        };
+        if start.elapsed() >= timeout {
+            return Err(Failure::check(format!(
+                "service not ready within {:.0}s (service.health.timeout): {last}",
+                timeout.as_secs_f64()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn run(args: RunArgs) -> Result<(), Failure> {
     let recipe = load_recipe(&args.recipe)?;
-    if !(args.target.starts_with("http://") || args.target.starts_with("https://")) {
-        return Err(Failure::input(format!(
-            "--target {:?}: expected http://HOST:PORT",
-            args.target
-        )));
-    }
+    check_target(&recipe, &args.target)?;
+    let spec = Spec::new(&recipe, &args.target).map_err(driver_failure)?;
+    with_driver!(recipe.service.kind, execute(args, recipe, spec))
+}
+
+async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result<(), Failure> {
+    let driver = D::connect(&spec).await.map_err(driver_failure)?;
+    driver.setup().await.map_err(driver_failure)?;
     let dir = RunDir::new(&args.out);
     std::fs::create_dir_all(&dir.root)
         .map_err(|e| Failure::input(format!("--out {}: {e}", dir.root.display())))?;
@@ -314,17 +419,8 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         scrape_stop_rx,
     ));
 
-    let max_users = recipe.workload.levels.iter().cloned().fold(0.0, f64::max) as usize;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(max_users.max(64))
-        .build()
-        .map_err(|e| Failure::check(format!("cannot build the HTTP client: {e}")))?;
     let ctx = Arc::new(Context {
-        client,
-        target: args.target.trim_end_matches('/').to_string(),
-        model: recipe.service.model.clone(),
+        driver,
         workload: recipe.workload.clone(),
         clock,
         telemetry: telemetry.clone(),
@@ -332,10 +428,6 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         client_name: args.client.clone(),
         id_prefix: format!("{}-{}", manifest.id, args.client),
         sequence: Default::default(),
-        prompt: openai::synthetic_prompt(
-            recipe.workload.request.prompt_tokens,
-            recipe.workload.seed,
-        ),
     });
 
     let bar = ProgressBar::new(0);
@@ -383,7 +475,9 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     let windows = sweep::run(ctx.clone(), cancel.clone(), &on_stage).await;
     ticker.abort();
     bar.finish_and_clear();
-    drop(ctx);
+    // The driver stays for teardown; the rest of the context (with the record sender)
+    // goes, which lets the sink finish.
+    let driver = Arc::into_inner(ctx).map(|c| c.driver);
     let (writer, stats, sink_failure) = sink_task
         .await
         .map_err(|e| Failure::check(format!("request sink failed: {e}")))?;
@@ -416,6 +510,11 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         "wrote {rows} requests and {samples} samples to {}",
         dir.root.display()
     );
+    if let Some(driver) = driver
+        && let Err(e) = driver.teardown().await
+    {
+        tracing::warn!("teardown: {e}");
+    }
     if let Some(e) = sink_failure.or(scrape_failure) {
         return Err(Failure::check(e));
     }

@@ -20,17 +20,13 @@ use rand_distr::{Distribution, Exp};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::openai::{self, Exchange};
+use crate::driver::{Call, Driver, Exchange};
 use crate::telemetry::Telemetry;
 
 /// Everything a request task needs.
-pub struct Context {
-    /// HTTP client (connection pool).
-    pub client: reqwest::Client,
-    /// Base URL of the service.
-    pub target: String,
-    /// Model name.
-    pub model: String,
+pub struct Context<D> {
+    /// The service's driver.
+    pub driver: D,
     /// The workload.
     pub workload: Workload,
     /// The run's clock.
@@ -45,8 +41,6 @@ pub struct Context {
     pub id_prefix: String,
     /// Request counter.
     pub sequence: AtomicU64,
-    /// Prompt text (shared by every request).
-    pub prompt: String,
 }
 
 /// Phase boundaries of one stage, in monotonic time.
@@ -90,8 +84,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Runs one request and records it.
-async fn one(
-    ctx: Arc<Context>,
+async fn one<D: Driver>(
+    ctx: Arc<Context<D>>,
     stage: StageInfo,
     w: Windows,
     worker: u32,
@@ -99,22 +93,30 @@ async fn one(
     mut stop: watch::Receiver<bool>,
 ) -> bool {
     let t = &ctx.telemetry;
-    let op = ctx.workload.request.op.name();
-    let label = vec![("op", op)];
     let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
+    let op = ctx.driver.op(n);
+    let label = vec![("op", op)];
     let request_id = format!("{}-{n}", ctx.id_prefix);
     t.in_flight.inc();
-    let timeout = ctx.workload.timeout.get();
+    let call = Call {
+        seq: n,
+        worker,
+        request_id: &request_id,
+        timeout: ctx.workload.timeout.get(),
+    };
     let x = tokio::select! {
-        x = openai::exchange(&ctx.client, &ctx.target, &ctx.workload.request, &ctx.model, &ctx.prompt, &request_id, timeout) => x,
+        x = ctx.driver.call(call) => x,
         _ = stopped(&mut stop) => {
-            let now = Instant::now();
-            Exchange {
-                sent: now.max(intended), first_byte: None, first_token: None, chunk_gaps: Vec::new(), end: now,
-                status: None, error: Some(error_class::CANCELLED), bytes_sent: 0, bytes_received: 0,
-                prompt_tokens: None, output_tokens: None, chunks: 0,
-            }
+            let mut x = Exchange::start(op, 0);
+            x.sent = x.sent.max(intended);
+            x.finish(Some(error_class::CANCELLED))
         }
+    };
+    let op = x.op;
+    let label = if op == label[0].1 {
+        label
+    } else {
+        vec![("op", op)]
     };
     t.in_flight.dec();
     let ok = x.error.is_none();
@@ -175,15 +177,15 @@ async fn one(
         bytes_received: x.bytes_received,
         prompt_tokens: x.prompt_tokens,
         output_tokens: x.output_tokens,
-        chunks: Some(x.chunks),
+        chunks: x.chunks,
         request_id,
     };
     let _ = ctx.records.send(record);
     x.error != Some(error_class::CANCELLED)
 }
 
-async fn closed_user(
-    ctx: Arc<Context>,
+async fn closed_user<D: Driver>(
+    ctx: Arc<Context<D>>,
     stage: StageInfo,
     w: Windows,
     worker: u32,
@@ -223,8 +225,8 @@ struct Schedule {
     seed: u64,
 }
 
-async fn open_dispatcher(
-    ctx: Arc<Context>,
+async fn open_dispatcher<D: Driver>(
+    ctx: Arc<Context<D>>,
     stage: StageInfo,
     w: Windows,
     schedule: Schedule,
@@ -274,8 +276,8 @@ pub type OnStage<'a> = &'a (dyn Fn(u32, f64, Duration) + Sync);
 
 /// Runs every stage; returns the windows of the stages that ran (a cancelled run ends with
 /// a shortened last stage).
-pub async fn run(
-    ctx: Arc<Context>,
+pub async fn run<D: Driver>(
+    ctx: Arc<Context<D>>,
     mut cancel: watch::Receiver<bool>,
     on_stage: OnStage<'_>,
 ) -> Vec<StageWindow> {

@@ -1,5 +1,7 @@
 //! HTTP front of the simulator: `/health`, `/v1/models`, `/v1/chat/completions`,
-//! `/v1/completions` (streamed as SSE in vLLM's chunk format, or whole) and `/metrics`.
+//! `/v1/completions` (streamed as SSE in vLLM's chunk format, with per-chunk usage on
+//! request, or whole), Ollama's native `/api/tags`, `/api/chat` and `/api/generate`
+//! (NDJSON, with Ollama's counts and durations), and `/metrics`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,6 +31,13 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<SimState>) -> s
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/metrics", get(metrics))
+        .route("/api/tags", get(ollama_tags))
+        .route(
+            "/api/version",
+            get(|| async { Json(json!({"version": "0.0.0-aifb-sim"})) }),
+        )
+        .route("/api/chat", post(ollama_chat))
+        .route("/api/generate", post(ollama_generate))
         .with_state(state);
     // Tokens are small writes: without TCP_NODELAY, Nagle's algorithm and delayed ACKs add
     // ~40 ms to every stream.
@@ -131,6 +140,7 @@ struct Stream {
     prompt: u32,
     max_tokens: u32,
     include_usage: bool,
+    continuous_usage: bool,
     generated: u32,
     arrived: Instant,
     state: Arc<SimState>,
@@ -164,7 +174,10 @@ impl Stream {
         } else {
             "text_completion"
         };
-        let body = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice]});
+        let mut body = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice]});
+        if self.continuous_usage {
+            body["usage"] = self.usage();
+        }
         Bytes::from(format!("data: {body}\n\n"))
     }
 
@@ -253,6 +266,10 @@ async fn generate(st: Arc<SimState>, req: &Value, prompt: u32, kind: Kind) -> Re
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let continuous_usage = req
+        .pointer("/stream_options/continuous_usage_stats")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let model_label = st.engine.metrics.label.clone();
     st.engine
         .metrics
@@ -284,6 +301,7 @@ async fn generate(st: Arc<SimState>, req: &Value, prompt: u32, kind: Kind) -> Re
         prompt,
         max_tokens,
         include_usage,
+        continuous_usage,
         generated: 0,
         arrived: Instant::now(),
         state: st.clone(),
@@ -345,4 +363,183 @@ async fn generate(st: Arc<SimState>, req: &Value, prompt: u32, kind: Kind) -> Re
     };
     Json(json!({"id": s.id, "object": object, "created": s.created, "model": s.model, "choices": [choice], "usage": s.usage()}))
         .into_response()
+}
+
+async fn ollama_tags(State(st): State<Arc<SimState>>) -> Json<Value> {
+    Json(
+        json!({"models": [{"name": st.model, "model": st.model, "size": 0, "details": {"family": "aifb-sim"}}]}),
+    )
+}
+
+async fn ollama_chat(State(st): State<Arc<SimState>>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return ollama_error(StatusCode::BAD_REQUEST, "invalid JSON body");
+    };
+    let Some(messages) = req.get("messages").and_then(Value::as_array) else {
+        return ollama_error(StatusCode::BAD_REQUEST, "messages is required");
+    };
+    let prompt = messages
+        .iter()
+        .filter_map(|m| m.get("content").and_then(Value::as_str))
+        .map(count_tokens)
+        .sum();
+    ollama(st, &req, prompt, Kind::Chat).await
+}
+
+async fn ollama_generate(State(st): State<Arc<SimState>>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return ollama_error(StatusCode::BAD_REQUEST, "invalid JSON body");
+    };
+    let prompt = req
+        .get("prompt")
+        .and_then(Value::as_str)
+        .map_or(0, count_tokens);
+    ollama(st, &req, prompt, Kind::Completion).await
+}
+
+fn ollama_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+fn now_rfc3339() -> String {
+    aifb_core::clock::rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+    )
+}
+
+/// One NDJSON line of Ollama's streaming answer.
+fn ollama_line(model: &str, kind: Kind, text: &str, done: Option<Value>) -> Bytes {
+    let mut v = match kind {
+        Kind::Chat => {
+            json!({"model": model, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": text}, "done": false})
+        }
+        Kind::Completion => {
+            json!({"model": model, "created_at": now_rfc3339(), "response": text, "done": false})
+        }
+    };
+    if let Some(Value::Object(extra)) = done {
+        v["done"] = json!(true);
+        for (k, x) in extra {
+            v[k] = x;
+        }
+    }
+    Bytes::from(format!("{v}\n"))
+}
+
+/// Ollama's native generation: `options.num_predict` tokens (128 when absent), streamed
+/// as NDJSON unless `"stream": false`, ending with Ollama's counts and durations.
+async fn ollama(st: Arc<SimState>, req: &Value, prompt: u32, kind: Kind) -> Response {
+    let max_tokens = req
+        .pointer("/options/num_predict")
+        .and_then(Value::as_i64)
+        .filter(|&n| n > 0)
+        .map_or(128, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(true);
+    let label = st.engine.metrics.label.clone();
+    st.engine
+        .metrics
+        .prompt_tokens
+        .get_or_create(&label)
+        .inc_by(u64::from(prompt));
+    let seq_id = st.next_id();
+    let rx = st.engine.submit(Sequence {
+        id: seq_id,
+        prompt_tokens: prompt,
+        max_tokens,
+        generated: 0,
+    });
+    struct Ndjson {
+        rx: mpsc::UnboundedReceiver<SimEvent>,
+        model: String,
+        kind: Kind,
+        prompt: u32,
+        generated: u32,
+        arrived: Instant,
+        first: Option<Instant>,
+        closed: bool,
+    }
+    impl Ndjson {
+        fn summary(&self) -> Value {
+            let total = self.arrived.elapsed();
+            let first = self.first.map_or(total, |f| f - self.arrived);
+            json!({
+                "done_reason": "length",
+                "total_duration": total.as_nanos() as u64,
+                "load_duration": 0,
+                "prompt_eval_count": self.prompt,
+                "prompt_eval_duration": first.as_nanos() as u64,
+                "eval_count": self.generated,
+                "eval_duration": total.saturating_sub(first).as_nanos() as u64,
+            })
+        }
+        async fn next(&mut self) -> Option<Bytes> {
+            if self.closed {
+                return None;
+            }
+            match self.rx.recv().await {
+                Some(SimEvent::Token(i)) => {
+                    self.first.get_or_insert_with(Instant::now);
+                    self.generated = i + 1;
+                    Some(ollama_line(&self.model, self.kind, &token_text(i), None))
+                }
+                Some(SimEvent::Finished) => {
+                    self.closed = true;
+                    Some(ollama_line(
+                        &self.model,
+                        self.kind,
+                        "",
+                        Some(self.summary()),
+                    ))
+                }
+                Some(SimEvent::Refused) | None => {
+                    self.closed = true;
+                    Some(Bytes::from(format!(
+                        "{}\n",
+                        json!({"error": "request cannot be scheduled"})
+                    )))
+                }
+            }
+        }
+    }
+    let mut n = Ndjson {
+        rx,
+        model: st.model.clone(),
+        kind,
+        prompt,
+        generated: 0,
+        arrived: Instant::now(),
+        first: None,
+        closed: false,
+    };
+    if stream {
+        let body = futures_util::stream::unfold(n, |mut n| async move {
+            n.next().await.map(|b| (Ok::<_, Infallible>(b), n))
+        });
+        return (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(body),
+        )
+            .into_response();
+    }
+    let mut text = String::new();
+    loop {
+        match n.rx.recv().await {
+            Some(SimEvent::Token(i)) => {
+                n.first.get_or_insert_with(Instant::now);
+                n.generated = i + 1;
+                text.push_str(&token_text(i));
+            }
+            Some(SimEvent::Finished) => break,
+            Some(SimEvent::Refused) | None => {
+                return ollama_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "request cannot be scheduled",
+                );
+            }
+        }
+    }
+    let line = ollama_line(&n.model, kind, &text, Some(n.summary()));
+    ([(header::CONTENT_TYPE, "application/json")], line).into_response()
 }

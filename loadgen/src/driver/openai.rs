@@ -1,43 +1,79 @@
-//! The OpenAI chat/completions driver: builds a request, streams the answer, and records
-//! send, first byte, first token and end times, token counts (server `usage` preferred)
-//! and the outcome.
+//! The OpenAI chat/completions driver (the simulator, vLLM, llama-server and every other
+//! OpenAI-compatible server): builds a request, streams the answer, and records send,
+//! first byte, first token and end times, token counts (server `usage` preferred) and the
+//! outcome. For vLLM it also asks for usage in every chunk (`continuous_usage_stats`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use aifb_core::recipe::{Operation, RequestShape};
+use aifb_core::recipe::{Operation, RequestShape, ServiceKind};
 use aifb_core::requests::error_class;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use super::{
+    Call, Driver, DriverError, Exchange, Spec, classify, http_client, http_ping, status_class,
+};
 use crate::sse::SseParser;
 
-/// How one request went, in monotonic instants.
+/// The OpenAI driver.
 #[derive(Debug, Clone)]
-pub struct Exchange {
-    /// Written to the socket (just before).
-    pub sent: Instant,
-    /// Response headers received.
-    pub first_byte: Option<Instant>,
-    /// First chunk with content, reasoning or tool-call output.
-    pub first_token: Option<Instant>,
-    /// Arrival of every content chunk after the first (for inter-chunk latency).
-    pub chunk_gaps: Vec<Duration>,
-    /// Last byte or error.
-    pub end: Instant,
-    /// HTTP status.
-    pub status: Option<u16>,
-    /// Error class, `None` on success.
-    pub error: Option<&'static str>,
-    /// Request body bytes.
-    pub bytes_sent: u64,
-    /// Response body bytes.
-    pub bytes_received: u64,
-    /// Prompt tokens (usage, else the prompt's size).
-    pub prompt_tokens: Option<u32>,
-    /// Output tokens (usage, else counted chunks).
-    pub output_tokens: Option<u32>,
-    /// Content chunks received.
-    pub chunks: u32,
+pub struct OpenAi {
+    client: reqwest::Client,
+    base: String,
+    shape: RequestShape,
+    model: String,
+    prompt: String,
+    health: Option<String>,
+    token: Option<String>,
+}
+
+impl Driver for OpenAi {
+    async fn connect(spec: &Spec) -> Result<Self, DriverError> {
+        let r = &spec.recipe;
+        let mut shape = r.workload.request.clone();
+        if shape.continuous_usage_stats.is_none() {
+            shape.continuous_usage_stats = Some(r.service.kind == ServiceKind::Vllm);
+        }
+        Ok(OpenAi {
+            client: http_client(spec.connections)?,
+            base: spec.target.clone(),
+            prompt: synthetic_prompt(shape.prompt_tokens, r.workload.seed),
+            shape,
+            model: r.service.model.clone(),
+            health: r.service.health_path(),
+            token: spec.secret.clone(),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), DriverError> {
+        let path = self.health.as_deref().unwrap_or("/v1/models");
+        http_ping(&self.client, &format!("{}{path}", self.base)).await
+    }
+
+    async fn setup(&self) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    fn op(&self, _seq: u64) -> &'static str {
+        self.shape.op.name()
+    }
+
+    async fn call(&self, call: Call<'_>) -> Exchange {
+        exchange(
+            &self.client,
+            &self.base,
+            &self.shape,
+            &self.model,
+            &self.prompt,
+            call,
+            self.token.as_deref(),
+        )
+        .await
+    }
+
+    async fn teardown(&self) -> Result<(), DriverError> {
+        Ok(())
+    }
 }
 
 /// A prompt of exactly `tokens` whitespace-separated words (one token each for the
@@ -87,31 +123,14 @@ pub fn request_body(shape: &RequestShape, model: &str, prompt: &str) -> (&'stati
     if shape.ignore_eos {
         body["ignore_eos"] = json!(true);
     }
+    if shape.stream && shape.continuous_usage_stats == Some(true) {
+        body["stream_options"]["continuous_usage_stats"] = json!(true);
+    }
     let path = match shape.op {
         Operation::Chat => "/v1/chat/completions",
         Operation::Completion => "/v1/completions",
     };
     (path, body)
-}
-
-fn classify(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        error_class::TIMEOUT
-    } else if e.is_connect() {
-        error_class::CONNECT
-    } else if e.is_body() || e.is_decode() || e.is_request() {
-        error_class::RESET
-    } else {
-        error_class::PROTOCOL
-    }
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status {
-        429 | 503 => error_class::BACKPRESSURE,
-        400..=499 => error_class::HTTP_4XX,
-        _ => error_class::HTTP_5XX,
-    }
 }
 
 /// What a stream's chunks said, folded.
@@ -190,30 +209,23 @@ pub async fn exchange(
     shape: &RequestShape,
     model: &str,
     prompt: &str,
-    request_id: &str,
-    timeout: Duration,
+    call: Call<'_>,
+    token: Option<&str>,
 ) -> Exchange {
     let (path, body) = request_body(shape, model, prompt);
     let payload = body.to_string();
-    let bytes_sent = payload.len() as u64;
-    let sent = Instant::now();
-    let mut x = Exchange {
-        sent,
-        first_byte: None,
-        first_token: None,
-        chunk_gaps: Vec::new(),
-        end: sent,
-        status: None,
-        error: None,
-        bytes_sent,
-        bytes_received: 0,
-        prompt_tokens: None,
-        output_tokens: None,
-        chunks: 0,
-    };
+    let mut x = Exchange::start(shape.op.name(), payload.len() as u64);
     let url = format!("{base_url}{path}");
-    let fut = run(client, &url, payload, request_id, shape.stream, &mut x);
-    if tokio::time::timeout(timeout, fut).await.is_err() {
+    let mut req = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-request-id", call.request_id)
+        .body(payload);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let fut = run(req, shape.stream, &mut x);
+    if tokio::time::timeout(call.timeout, fut).await.is_err() {
         x.error = Some(error_class::TIMEOUT);
     }
     x.end = Instant::now();
@@ -224,21 +236,8 @@ pub async fn exchange(
     x
 }
 
-async fn run(
-    client: &reqwest::Client,
-    url: &str,
-    payload: String,
-    request_id: &str,
-    stream: bool,
-    x: &mut Exchange,
-) {
-    let resp = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-request-id", request_id)
-        .body(payload)
-        .send()
-        .await;
+async fn run(req: reqwest::RequestBuilder, stream: bool, x: &mut Exchange) {
+    let resp = req.send().await;
     let resp = match resp {
         Ok(r) => r,
         Err(e) => {
@@ -309,7 +308,7 @@ async fn run(
     if let Some(data) = parser.finish() {
         state.take(&data);
     }
-    x.chunks = state.chunks;
+    x.chunks = Some(state.chunks);
     match state.usage {
         Some((p, c)) => {
             x.prompt_tokens = Some(p);

@@ -1,0 +1,210 @@
+//! ChromaDB through its HTTP v2 API (`/api/v2/tenants/default_tenant/databases/
+//! default_database/collections`): top-k queries and upserts of precomputed vectors, so
+//! no embedding model runs on either side.
+
+use aifb_core::recipe::{Distance, VectorWorkload};
+use rand::RngExt;
+use serde_json::{Value, json};
+
+use super::http::{Expect, exchange};
+use super::{
+    Call, Driver, DriverError, Exchange, Mix, Spec, describe, http_client, http_ping, rng_for,
+    vector,
+};
+
+const PREFIX: &str = "/api/v2/tenants/default_tenant/databases/default_database/collections";
+
+/// The ChromaDB driver.
+pub struct Chroma {
+    client: reqwest::Client,
+    base: String,
+    w: VectorWorkload,
+    mix: Mix,
+    seed: u64,
+    token: Option<String>,
+    /// Collection id, known after setup.
+    id: std::sync::OnceLock<String>,
+}
+
+impl Chroma {
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), DriverError> {
+        let mut r = self.req(method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r
+            .send()
+            .await
+            .map_err(|e| DriverError::new(format!("chroma {path}: {}", describe(&e))))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    fn collection_id(&self) -> &str {
+        self.id.get().map_or("", String::as_str)
+    }
+}
+
+fn space(d: Distance) -> &'static str {
+    match d {
+        Distance::Cosine => "cosine",
+        Distance::Euclid => "l2",
+        Distance::Dot => "ip",
+    }
+}
+
+fn error_text(v: &Value) -> String {
+    v.get("message").or_else(|| v.get("error")).map_or_else(
+        || v.to_string(),
+        |m| m.as_str().map_or_else(|| m.to_string(), str::to_string),
+    )
+}
+
+impl Driver for Chroma {
+    async fn connect(spec: &Spec) -> Result<Self, DriverError> {
+        let w = spec.recipe.workload.vector.clone().unwrap_or_default();
+        Ok(Chroma {
+            client: http_client(spec.connections)?,
+            base: spec.target.clone(),
+            mix: Mix::new(&[("query", w.mix.query), ("upsert", w.mix.upsert)]),
+            seed: spec.recipe.workload.seed,
+            w,
+            token: spec.secret.clone(),
+            id: std::sync::OnceLock::new(),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), DriverError> {
+        http_ping(&self.client, &format!("{}/api/v2/heartbeat", self.base)).await
+    }
+
+    async fn setup(&self) -> Result<(), DriverError> {
+        let name = &self.w.collection;
+        let path = format!("{PREFIX}/{name}");
+        if self.w.recreate {
+            let (status, v) = self.json(reqwest::Method::DELETE, &path, None).await?;
+            if !(200..300).contains(&status) && status != 404 {
+                return Err(DriverError::new(format!(
+                    "chroma: deleting collection {name}: {status} {}",
+                    error_text(&v)
+                )));
+            }
+            let body = json!({"name": name, "metadata": {"hnsw:space": space(self.w.distance)}});
+            let (status, v) = self.json(reqwest::Method::POST, PREFIX, Some(body)).await?;
+            if !(200..300).contains(&status) {
+                return Err(DriverError::new(format!(
+                    "chroma: creating collection {name}: {status} {}",
+                    error_text(&v)
+                )));
+            }
+            let _ = self
+                .id
+                .set(v["id"].as_str().unwrap_or_default().to_string());
+        } else {
+            let (status, v) = self.json(reqwest::Method::GET, &path, None).await?;
+            if status == 404 || !(200..300).contains(&status) {
+                return Err(DriverError::new(format!(
+                    "chroma: collection {name} does not exist ({status} {}); set workload.vector.recreate: true to create it",
+                    error_text(&v)
+                )));
+            }
+            let _ = self
+                .id
+                .set(v["id"].as_str().unwrap_or_default().to_string());
+        }
+        if self.collection_id().is_empty() {
+            return Err(DriverError::new(format!(
+                "chroma: no id for collection {name}"
+            )));
+        }
+        let add = format!("{PREFIX}/{}/upsert", self.collection_id());
+        let mut start = 0;
+        while start < self.w.preload {
+            let end = (start + 500).min(self.w.preload);
+            let ids: Vec<String> = (start..end).map(|i| i.to_string()).collect();
+            let vectors: Vec<Vec<f32>> =
+                (start..end).map(|i| vector(i, self.w.dimension)).collect();
+            let (status, v) = self
+                .json(
+                    reqwest::Method::POST,
+                    &add,
+                    Some(json!({"ids": ids, "embeddings": vectors})),
+                )
+                .await?;
+            if !(200..300).contains(&status) {
+                return Err(DriverError::new(format!(
+                    "chroma: preloading vectors: {status} {}",
+                    error_text(&v)
+                )));
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn op(&self, seq: u64) -> &'static str {
+        self.mix.pick(rng_for(self.seed, seq).random())
+    }
+
+    async fn call(&self, call: Call<'_>) -> Exchange {
+        let mut rng = rng_for(self.seed, call.seq);
+        let op = self.mix.pick(rng.random());
+        let id = self.collection_id();
+        let space = self.w.preload.max(1);
+        let (path, body) = if op == "query" {
+            let target = rng.random_range(0..space);
+            (
+                format!("{PREFIX}/{id}/query"),
+                json!({"query_embeddings": [vector(target, self.w.dimension)], "n_results": self.w.top_k, "include": ["distances"]}),
+            )
+        } else {
+            let ids: Vec<u64> = (0..self.w.batch)
+                .map(|_| rng.random_range(0..space))
+                .collect();
+            let vectors: Vec<Vec<f32>> = ids.iter().map(|&i| vector(i, self.w.dimension)).collect();
+            let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+            (
+                format!("{PREFIX}/{id}/upsert"),
+                json!({"ids": ids, "embeddings": vectors}),
+            )
+        };
+        let payload = body.to_string();
+        let sent = payload.len() as u64;
+        let req = self
+            .req(reqwest::Method::POST, &path)
+            .header("content-type", "application/json")
+            .body(payload);
+        let check = |b: &[u8]| -> bool {
+            serde_json::from_slice::<Value>(b)
+                .is_ok_and(|v| v.get("ids").is_some_and(Value::is_array))
+        };
+        let check: Option<super::http::BodyCheck<'_>> =
+            if op == "query" { Some(&check) } else { None };
+        exchange(req, op, sent, Expect::Success, call, check).await
+    }
+
+    async fn teardown(&self) -> Result<(), DriverError> {
+        if self.w.teardown {
+            let path = format!("{PREFIX}/{}", self.w.collection);
+            self.json(reqwest::Method::DELETE, &path, None).await?;
+        }
+        Ok(())
+    }
+}

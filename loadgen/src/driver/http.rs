@@ -1,0 +1,153 @@
+//! Any HTTP service: one configurable request (method, path, body, headers), a success
+//! status list, and the shared exchange used by the JSON-over-HTTP drivers (ChromaDB,
+//! Qdrant).
+
+use std::time::Instant;
+
+use aifb_core::recipe::HttpWorkload;
+use aifb_core::requests::error_class;
+use futures_util::StreamExt;
+use reqwest::Method;
+
+use super::{
+    Call, Driver, DriverError, Exchange, Spec, classify, http_client, http_ping, status_class,
+};
+
+/// A check of a successful response body: false makes it a protocol error.
+pub type BodyCheck<'a> = &'a (dyn Fn(&[u8]) -> bool + Sync);
+
+/// What makes a response a success.
+pub enum Expect<'a> {
+    /// Any 2xx status.
+    Success,
+    /// One of these statuses.
+    Statuses(&'a [u16]),
+}
+
+/// Sends `req` and reads the whole body, timing headers and end. `check` may reject a
+/// successful body (it then counts as a protocol error).
+pub async fn exchange(
+    req: reqwest::RequestBuilder,
+    op: &'static str,
+    bytes_sent: u64,
+    expect: Expect<'_>,
+    call: Call<'_>,
+    check: Option<BodyCheck<'_>>,
+) -> Exchange {
+    let mut x = Exchange::start(op, bytes_sent);
+    let body = async {
+        let resp = match req.header("x-request-id", call.request_id).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                x.error = Some(classify(&e));
+                return;
+            }
+        };
+        x.first_byte = Some(Instant::now());
+        let status = resp.status().as_u16();
+        x.status = Some(status);
+        let ok = match expect {
+            Expect::Success => resp.status().is_success(),
+            Expect::Statuses(s) => s.contains(&status),
+        };
+        let mut buf = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(b) => {
+                    x.bytes_received += b.len() as u64;
+                    if check.is_some() && ok {
+                        buf.extend_from_slice(&b);
+                    }
+                }
+                Err(e) => {
+                    x.error = Some(classify(&e));
+                    return;
+                }
+            }
+        }
+        if !ok {
+            x.error = Some(status_class(status));
+        } else if let Some(check) = check
+            && !check(&buf)
+        {
+            x.error = Some(error_class::PROTOCOL);
+        }
+    };
+    if tokio::time::timeout(call.timeout, body).await.is_err() {
+        x.error = Some(error_class::TIMEOUT);
+    }
+    x.end = Instant::now();
+    x
+}
+
+/// The generic HTTP driver.
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+    method: Method,
+    w: HttpWorkload,
+    health: Option<String>,
+    token: Option<String>,
+}
+
+impl Driver for Http {
+    async fn connect(spec: &Spec) -> Result<Self, DriverError> {
+        let w = spec.recipe.workload.http.clone().unwrap_or_default();
+        let method =
+            Method::from_bytes(w.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                DriverError::new(format!(
+                    "workload.http.method: {:?} is not an HTTP method",
+                    w.method
+                ))
+            })?;
+        Ok(Http {
+            client: http_client(spec.connections)?,
+            base: spec.target.clone(),
+            method,
+            w,
+            health: spec.recipe.service.health_path(),
+            token: spec.secret.clone(),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), DriverError> {
+        let path = self.health.as_deref().unwrap_or("/");
+        http_ping(&self.client, &format!("{}{path}", self.base)).await
+    }
+
+    async fn setup(&self) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    fn op(&self, _seq: u64) -> &'static str {
+        "http"
+    }
+
+    async fn call(&self, call: Call<'_>) -> Exchange {
+        let mut req = self
+            .client
+            .request(self.method.clone(), format!("{}{}", self.base, self.w.path));
+        for (k, v) in &self.w.headers {
+            req = req.header(k, v);
+        }
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let mut sent = 0;
+        if let Some(b) = &self.w.body {
+            sent = b.len() as u64;
+            req = req.body(b.clone());
+        }
+        let expect = if self.w.expect_status.is_empty() {
+            Expect::Success
+        } else {
+            Expect::Statuses(&self.w.expect_status)
+        };
+        exchange(req, "http", sent, expect, call, None).await
+    }
+
+    async fn teardown(&self) -> Result<(), DriverError> {
+        Ok(())
+    }
+}

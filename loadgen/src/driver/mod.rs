@@ -1,0 +1,442 @@
+//! Drivers: one module per service protocol behind one trait, so every service is driven by
+//! the same open/closed-loop engine, histograms, `/metrics` and Parquet rows.
+//!
+//! | module | service | ops |
+//! |---|---|---|
+//! | [`openai`] | simulator, vLLM, any OpenAI-compatible server | `chat`, `completion` |
+//! | [`ollama`] | Ollama's native API (NDJSON) | `chat`, `completion` |
+//! | [`redis`] | Redis | `get`, `set` |
+//! | [`postgres`] | PostgreSQL | `tpcb`, `select` |
+//! | [`s3`] | S3 stores (MinIO, Garage, …) | `put`, `get` |
+//! | [`chroma`] | ChromaDB v2 API | `query`, `upsert` |
+//! | [`qdrant`] | Qdrant REST API | `query`, `upsert` |
+//! | [`http`] | any HTTP service | `http` |
+//!
+//! A driver connects (checking credentials), prepares its data (`setup`: tables, bucket,
+//! collection, preload), answers a readiness `ping`, and turns one [`Call`] into one
+//! [`Exchange`]: the instants of send, first byte, first token and end, the outcome and
+//! the byte and token counts. It never panics on what a server answers.
+
+pub mod chroma;
+pub mod http;
+pub mod ollama;
+pub mod openai;
+pub mod postgres;
+pub mod qdrant;
+pub mod redis;
+pub mod s3;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aifb_core::recipe::{KeyDistribution, Recipe};
+use aifb_core::requests::error_class;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand_distr::{Distribution, Zipf};
+
+/// Everything a driver needs to connect.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The resolved recipe (its `service` and `workload` sections).
+    pub recipe: Recipe,
+    /// Address of the service: `http://host:port`, `redis://…`, `postgres://…`.
+    pub target: String,
+    /// The password (`service.auth`), resolved.
+    pub secret: Option<String>,
+    /// Connections to open when the recipe does not say: the most users of a closed-loop
+    /// sweep, else a default for open loops.
+    pub connections: u32,
+}
+
+impl Spec {
+    /// A spec for `recipe` against `target`, resolving the password.
+    pub fn new(recipe: &Recipe, target: &str) -> Result<Spec, DriverError> {
+        let recipe = recipe.resolved();
+        let secret = recipe.service.auth.secret().map_err(DriverError::new)?;
+        let w = &recipe.workload;
+        let connections = match w.pattern {
+            aifb_core::recipe::Pattern::Closed => {
+                w.levels.iter().cloned().fold(1.0, f64::max).min(100_000.0) as u32
+            }
+            aifb_core::recipe::Pattern::Open => 16,
+        };
+        Ok(Spec {
+            target: target.trim_end_matches('/').to_string(),
+            recipe,
+            secret,
+            connections,
+        })
+    }
+}
+
+/// One request to send.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// Sequence number of the request in this client (seeds its random choices).
+    pub seq: u64,
+    /// User (closed loop) or arrival (open loop) index.
+    pub worker: u32,
+    /// Request id, sent where the protocol allows (`x-request-id`).
+    pub request_id: &'a str,
+    /// The request's deadline.
+    pub timeout: Duration,
+}
+
+/// How one request went, in monotonic instants.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// Operation (`op` in requests.parquet).
+    pub op: &'static str,
+    /// Written to the socket (just before).
+    pub sent: Instant,
+    /// Response headers (or first reply byte) received.
+    pub first_byte: Option<Instant>,
+    /// First chunk with content, reasoning or tool-call output.
+    pub first_token: Option<Instant>,
+    /// Gap before every content chunk after the first (inter-chunk latency).
+    pub chunk_gaps: Vec<Duration>,
+    /// Last byte or error.
+    pub end: Instant,
+    /// Protocol status (HTTP).
+    pub status: Option<u16>,
+    /// Error class, `None` on success.
+    pub error: Option<&'static str>,
+    /// Request bytes.
+    pub bytes_sent: u64,
+    /// Response bytes.
+    pub bytes_received: u64,
+    /// Prompt tokens (LLM).
+    pub prompt_tokens: Option<u32>,
+    /// Output tokens (LLM).
+    pub output_tokens: Option<u32>,
+    /// Content chunks received (LLM).
+    pub chunks: Option<u32>,
+}
+
+impl Exchange {
+    /// An exchange of `op` starting now.
+    pub fn start(op: &'static str, bytes_sent: u64) -> Exchange {
+        let now = Instant::now();
+        Exchange {
+            op,
+            sent: now,
+            first_byte: None,
+            first_token: None,
+            chunk_gaps: Vec::new(),
+            end: now,
+            status: None,
+            error: None,
+            bytes_sent,
+            bytes_received: 0,
+            prompt_tokens: None,
+            output_tokens: None,
+            chunks: None,
+        }
+    }
+
+    /// Marks the end now; `error` `None` is a success.
+    pub fn finish(mut self, error: Option<&'static str>) -> Exchange {
+        self.end = Instant::now();
+        if self.error.is_none() {
+            self.error = error;
+        }
+        self
+    }
+}
+
+/// A driver failure outside a request (connect, credentials, setup): one line for the
+/// user. A permanent failure (wrong password, missing bucket) is not retried while waiting
+/// for the service to become ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverError {
+    /// What went wrong, one line.
+    pub message: String,
+    /// Retrying cannot help.
+    pub permanent: bool,
+}
+
+impl DriverError {
+    /// A failure that may pass (the service is still starting).
+    pub fn new(message: String) -> DriverError {
+        DriverError {
+            message,
+            permanent: false,
+        }
+    }
+
+    /// A failure that retrying cannot fix.
+    pub fn permanent(message: String) -> DriverError {
+        DriverError {
+            message,
+            permanent: true,
+        }
+    }
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// A service protocol.
+pub trait Driver: Sized + Send + Sync + 'static {
+    /// Connects to the service and checks the credentials.
+    fn connect(spec: &Spec) -> impl Future<Output = Result<Self, DriverError>> + Send;
+    /// A cheap readiness check (HTTP health path, `PING`, `SELECT 1`, `ListBuckets`).
+    fn ping(&self) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// Prepares the data the workload needs (tables, bucket, collection, preload).
+    fn setup(&self) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// The operation request `seq` performs.
+    fn op(&self, seq: u64) -> &'static str;
+    /// Sends one request and follows it to its end.
+    fn call(&self, call: Call<'_>) -> impl Future<Output = Exchange> + Send;
+    /// Removes what `setup` created, when the recipe asks for it.
+    fn teardown(&self) -> impl Future<Output = Result<(), DriverError>> + Send;
+}
+
+/// The random source of request `seq`: the same seed and sequence number always make the
+/// same choices, whatever the timing.
+pub fn rng_for(seed: u64, seq: u64) -> SmallRng {
+    SmallRng::seed_from_u64(seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// Picks an operation by relative weights.
+#[derive(Debug, Clone)]
+pub struct Mix {
+    ops: Vec<(&'static str, f64)>,
+}
+
+impl Mix {
+    /// A mix from `(op, weight)` pairs; zero weights are dropped.
+    pub fn new(weights: &[(&'static str, f64)]) -> Mix {
+        let total: f64 = weights.iter().map(|(_, w)| w.max(0.0)).sum();
+        let mut acc = 0.0;
+        let mut ops = Vec::new();
+        for &(op, w) in weights {
+            if w > 0.0 && total > 0.0 {
+                acc += w / total;
+                ops.push((op, acc));
+            }
+        }
+        Mix { ops }
+    }
+
+    /// The operation for a uniform draw `u` in [0, 1).
+    pub fn pick(&self, u: f64) -> &'static str {
+        self.ops
+            .iter()
+            .find(|(_, c)| u < *c)
+            .or(self.ops.last())
+            .map_or("none", |(op, _)| op)
+    }
+}
+
+/// Picks keys `0..n` uniformly or by a Zipf law (key 0 the hottest).
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    n: u64,
+    zipf: Option<Zipf<f64>>,
+}
+
+impl Keyspace {
+    /// A key space of `n` keys.
+    pub fn new(n: u64, distribution: KeyDistribution, exponent: f64) -> Keyspace {
+        let n = n.max(1);
+        let zipf = match distribution {
+            KeyDistribution::Uniform => None,
+            KeyDistribution::Zipfian => Zipf::new(n as f64, exponent).ok(),
+        };
+        Keyspace { n, zipf }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    /// True when the key space is a single key.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Draws a key index.
+    pub fn draw(&self, rng: &mut SmallRng) -> u64 {
+        use rand::RngExt;
+        match &self.zipf {
+            Some(z) => (z.sample(rng) as u64).clamp(1, self.n) - 1,
+            None => rng.random_range(0..self.n),
+        }
+    }
+}
+
+/// A value of `len` bytes, deterministic in `key` (so a read can be checked).
+pub fn payload(key: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x = key.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        for b in x.to_le_bytes() {
+            if out.len() < len {
+                // Printable, so the values are readable in redis-cli.
+                out.push(b'a' + (b % 26));
+            }
+        }
+    }
+    out
+}
+
+/// A vector of `dim` components in [-1, 1], deterministic in `id`: what preloading wrote
+/// can be recomputed, and a query for vector `id` must find `id` first.
+pub fn vector(id: u64, dim: u32) -> Vec<f32> {
+    let mut x = id.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x9E37_79B9_7F4A_7C15;
+    (0..dim)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The error class of a failed reqwest call.
+pub fn classify(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        error_class::TIMEOUT
+    } else if e.is_connect() {
+        error_class::CONNECT
+    } else if e.is_body() || e.is_decode() || e.is_request() {
+        error_class::RESET
+    } else {
+        error_class::PROTOCOL
+    }
+}
+
+/// The error class of an unsuccessful HTTP status: 429 and 503 are the server pushing
+/// back (Ollama's "server busy", vLLM's queue limits), not a failure of the request.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        429 | 503 => error_class::BACKPRESSURE,
+        400..=499 => error_class::HTTP_4XX,
+        _ => error_class::HTTP_5XX,
+    }
+}
+
+/// The HTTP client shared by the HTTP drivers: no proxy, no Nagle delay, a pool as large
+/// as the concurrency.
+pub fn http_client(connections: u32) -> Result<reqwest::Client, DriverError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(connections.max(64) as usize)
+        .build()
+        .map_err(|e| DriverError::new(format!("cannot build the HTTP client: {e}")))
+}
+
+/// A one-line description of a reqwest error with its causes.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+/// GETs `url` and requires a success status; used by HTTP drivers' pings.
+pub async fn http_ping(client: &reqwest::Client, url: &str) -> Result<(), DriverError> {
+    let r = client
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .map_err(|e| DriverError::new(format!("{url}: {}", describe(&e))))?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(DriverError::new(format!("{url} answered {}", r.status())))
+    }
+}
+
+/// Runs a blocking-free async body under the call's timeout, classifying a timeout.
+pub async fn with_timeout<F>(timeout: Duration, x: Exchange, body: F) -> Exchange
+where
+    F: Future<Output = Exchange>,
+{
+    let sent = x.sent;
+    let op = x.op;
+    match tokio::time::timeout(timeout, body).await {
+        Ok(x) => x,
+        Err(_) => {
+            let mut t = Exchange::start(op, 0);
+            t.sent = sent;
+            t.finish(Some(error_class::TIMEOUT))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_follows_weights() {
+        let m = Mix::new(&[("get", 3.0), ("set", 1.0), ("del", 0.0)]);
+        let n = 10_000;
+        let gets = (0..n)
+            .filter(|i| m.pick(f64::from(*i) / f64::from(n)) == "get")
+            .count();
+        assert_eq!(gets, 7_500);
+        assert_eq!(m.pick(0.99), "set");
+        assert_eq!(Mix::new(&[("put", 1.0)]).pick(0.999_999), "put");
+    }
+
+    #[test]
+    fn zipf_keys_are_skewed_and_in_range() {
+        let k = Keyspace::new(1000, KeyDistribution::Zipfian, 0.99);
+        let mut rng = rng_for(1, 2);
+        let draws: Vec<u64> = (0..20_000).map(|_| k.draw(&mut rng)).collect();
+        assert!(draws.iter().all(|&d| d < 1000));
+        let hot = draws.iter().filter(|&&d| d == 0).count();
+        let cold = draws.iter().filter(|&&d| d == 999).count();
+        assert!(hot > 20 * cold.max(1), "hot {hot} cold {cold}");
+        let u = Keyspace::new(10, KeyDistribution::Uniform, 1.0);
+        let mut seen = [0u32; 10];
+        for _ in 0..10_000 {
+            seen[u.draw(&mut rng) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 800), "{seen:?}");
+    }
+
+    #[test]
+    fn choices_are_reproducible() {
+        use rand::RngExt;
+        let a: u64 = rng_for(7, 42).random();
+        let b: u64 = rng_for(7, 42).random();
+        let c: u64 = rng_for(7, 43).random();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(payload(5, 100), payload(5, 100));
+        assert_ne!(payload(5, 100), payload(6, 100));
+        assert_eq!(payload(5, 13).len(), 13);
+    }
+
+    #[test]
+    fn busy_statuses_are_backpressure() {
+        assert_eq!(status_class(503), error_class::BACKPRESSURE);
+        assert_eq!(status_class(429), error_class::BACKPRESSURE);
+        assert_eq!(status_class(404), error_class::HTTP_4XX);
+        assert_eq!(status_class(500), error_class::HTTP_5XX);
+    }
+}

@@ -1,0 +1,221 @@
+//! Qdrant through its REST API: top-k queries (`POST /collections/{c}/points/query`) and
+//! upserts (`PUT /collections/{c}/points?wait=true`) of precomputed vectors. The API key,
+//! when given, goes in the `api-key` header.
+
+use aifb_core::recipe::{Distance, VectorWorkload};
+use rand::RngExt;
+use serde_json::{Value, json};
+
+use super::http::{Expect, exchange};
+use super::{
+    Call, Driver, DriverError, Exchange, Mix, Spec, describe, http_client, http_ping, rng_for,
+    vector,
+};
+
+/// The Qdrant driver.
+pub struct Qdrant {
+    client: reqwest::Client,
+    base: String,
+    w: VectorWorkload,
+    mix: Mix,
+    seed: u64,
+    key: Option<String>,
+}
+
+fn distance(d: Distance) -> &'static str {
+    match d {
+        Distance::Cosine => "Cosine",
+        Distance::Euclid => "Euclid",
+        Distance::Dot => "Dot",
+    }
+}
+
+/// Points of ids `ids` with their deterministic vectors.
+fn points(ids: impl Iterator<Item = u64>, dim: u32) -> Value {
+    let points: Vec<Value> = ids
+        .map(|i| json!({"id": i, "vector": vector(i, dim)}))
+        .collect();
+    json!({ "points": points })
+}
+
+/// A Qdrant answer is `{"result": …, "status": "ok", "time": …}`.
+fn answered_ok(v: &Value) -> bool {
+    v.get("status").and_then(Value::as_str) == Some("ok") && v.get("result").is_some()
+}
+
+fn error_text(v: &Value) -> String {
+    v.pointer("/status/error")
+        .and_then(Value::as_str)
+        .map_or_else(|| v.to_string(), str::to_string)
+}
+
+impl Qdrant {
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.header("api-key", k),
+            None => r,
+        }
+    }
+
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), DriverError> {
+        let mut r = self.req(method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r
+            .send()
+            .await
+            .map_err(|e| DriverError::new(format!("qdrant {path}: {}", describe(&e))))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+}
+
+impl Driver for Qdrant {
+    async fn connect(spec: &Spec) -> Result<Self, DriverError> {
+        let w = spec.recipe.workload.vector.clone().unwrap_or_default();
+        Ok(Qdrant {
+            client: http_client(spec.connections)?,
+            base: spec.target.clone(),
+            mix: Mix::new(&[("query", w.mix.query), ("upsert", w.mix.upsert)]),
+            seed: spec.recipe.workload.seed,
+            w,
+            key: spec.secret.clone(),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), DriverError> {
+        http_ping(&self.client, &format!("{}/readyz", self.base)).await
+    }
+
+    async fn setup(&self) -> Result<(), DriverError> {
+        let name = &self.w.collection;
+        let path = format!("/collections/{name}");
+        if self.w.recreate {
+            let (status, v) = self.json(reqwest::Method::DELETE, &path, None).await?;
+            if !(200..300).contains(&status) && status != 404 {
+                return Err(DriverError::new(format!(
+                    "qdrant: deleting collection {name}: {status} {}",
+                    error_text(&v)
+                )));
+            }
+            let body = json!({"vectors": {"size": self.w.dimension, "distance": distance(self.w.distance)}});
+            let (status, v) = self.json(reqwest::Method::PUT, &path, Some(body)).await?;
+            if !(200..300).contains(&status) {
+                return Err(DriverError::new(format!(
+                    "qdrant: creating collection {name}: {status} {}",
+                    error_text(&v)
+                )));
+            }
+        } else {
+            let (status, v) = self.json(reqwest::Method::GET, &path, None).await?;
+            if !(200..300).contains(&status) {
+                return Err(DriverError::new(format!(
+                    "qdrant: collection {name} does not exist ({status} {}); set workload.vector.recreate: true to create it",
+                    error_text(&v)
+                )));
+            }
+        }
+        let mut start = 0;
+        while start < self.w.preload {
+            let end = (start + 500).min(self.w.preload);
+            let (status, v) = self
+                .json(
+                    reqwest::Method::PUT,
+                    &format!("{path}/points?wait=true"),
+                    Some(points(start..end, self.w.dimension)),
+                )
+                .await?;
+            if !(200..300).contains(&status) {
+                return Err(DriverError::new(format!(
+                    "qdrant: preloading points: {status} {}",
+                    error_text(&v)
+                )));
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn op(&self, seq: u64) -> &'static str {
+        self.mix.pick(rng_for(self.seed, seq).random())
+    }
+
+    async fn call(&self, call: Call<'_>) -> Exchange {
+        let mut rng = rng_for(self.seed, call.seq);
+        let op = self.mix.pick(rng.random());
+        let name = &self.w.collection;
+        let space = self.w.preload.max(1);
+        let (method, path, body) = if op == "query" {
+            let target = rng.random_range(0..space);
+            (
+                reqwest::Method::POST,
+                format!("/collections/{name}/points/query"),
+                json!({"query": vector(target, self.w.dimension), "limit": self.w.top_k}),
+            )
+        } else {
+            let ids: Vec<u64> = (0..self.w.batch)
+                .map(|_| rng.random_range(0..space))
+                .collect();
+            (
+                reqwest::Method::PUT,
+                format!("/collections/{name}/points?wait=true"),
+                points(ids.into_iter(), self.w.dimension),
+            )
+        };
+        let payload = body.to_string();
+        let sent = payload.len() as u64;
+        let req = self
+            .req(method, &path)
+            .header("content-type", "application/json")
+            .body(payload);
+        let check = |b: &[u8]| serde_json::from_slice::<Value>(b).is_ok_and(|v| answered_ok(&v));
+        exchange(req, op, sent, Expect::Success, call, Some(&check)).await
+    }
+
+    async fn teardown(&self) -> Result<(), DriverError> {
+        if self.w.teardown {
+            self.json(
+                reqwest::Method::DELETE,
+                &format!("/collections/{}", self.w.collection),
+                None,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_answers_are_understood() {
+        // From Qdrant's API reference: a query answer and an error answer.
+        let ok: Value = serde_json::from_str(
+            r#"{"result":{"points":[{"id":3,"version":0,"score":0.99}]},"status":"ok","time":0.0021}"#,
+        )
+        .unwrap();
+        assert!(answered_ok(&ok));
+        let err: Value = serde_json::from_str(
+            r#"{"status":{"error":"Not found: Collection `bench` doesn't exist!"},"time":0.0001}"#,
+        )
+        .unwrap();
+        assert!(!answered_ok(&err));
+        assert_eq!(
+            error_text(&err),
+            "Not found: Collection `bench` doesn't exist!"
+        );
+    }
+}
