@@ -82,7 +82,11 @@ impl S3 {
         let code = error_code(body).unwrap_or("no error code");
         let msg = format!("s3 bucket {}: {what}: {status} {code}", self.w.bucket);
         match code {
-            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "NoSuchBucket" => {
+            "AccessDenied"
+            | "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "NoSuchBucket"
+            | "InvalidBucketName" => {
                 DriverError::permanent(format!("{msg} (check service.auth and workload.s3.bucket)"))
             }
             _ => DriverError::new(msg),
@@ -127,17 +131,29 @@ impl Driver for S3 {
     }
 
     async fn ping(&self) -> Result<(), DriverError> {
-        // A signed HeadBucket: 200 (exists) and 404 (not yet) both mean the API serves
-        // signed requests; 403 means the credentials are wrong.
-        let url = HeadBucket::new(&self.bucket, self.creds.as_ref()).sign(SIGNATURE_LIFETIME);
-        let (status, body) = self.send(reqwest::Method::HEAD, url, None).await?;
-        match status {
-            200 | 404 => Ok(()),
-            403 => Err(DriverError::permanent(format!(
-                "s3 at {}: 403 access denied (check service.auth)",
-                self.endpoint
-            ))),
-            _ => Err(self.refusal("HeadBucket", status, &body)),
+        // A signed ListObjectsV2 of the bucket: it lists (200) or the bucket is missing
+        // (404 NoSuchBucket): the store accepts these credentials. A store still starting
+        // answers 503; one whose keys are still being provisioned answers 403: both are
+        // retried until service.health.timeout, whose message then carries the S3 code.
+        let mut list = self.bucket.list_objects_v2(self.creds.as_ref());
+        list.with_max_keys(1);
+        let (status, body) = self
+            .send(reqwest::Method::GET, list.sign(SIGNATURE_LIFETIME), None)
+            .await?;
+        if status == 200 || error_code(&body) == Some("NoSuchBucket") {
+            Ok(())
+        } else {
+            let code = error_code(&body).unwrap_or("no error code");
+            Err(DriverError::new(format!(
+                "s3 at {}: ListObjectsV2 of bucket {}: {status} {code}{}",
+                self.endpoint,
+                self.w.bucket,
+                if status == 403 {
+                    " (check service.auth)"
+                } else {
+                    ""
+                }
+            )))
         }
     }
 
@@ -146,7 +162,7 @@ impl Driver for S3 {
         let (status, body) = self.send(reqwest::Method::HEAD, head, None).await?;
         match status {
             200 => {}
-            404 if self.w.create_bucket => {
+            403 | 404 if self.w.create_bucket => {
                 let Some(creds) = &self.creds else {
                     return Err(DriverError::permanent(
                         "s3: creating a bucket needs service.auth".into(),
@@ -160,11 +176,20 @@ impl Driver for S3 {
                     return Err(self.refusal("creating it", status, &body));
                 }
             }
-            404 => {
-                return Err(DriverError::permanent(format!(
-                    "s3 bucket {} does not exist (set workload.s3.create_bucket: true to create it)",
-                    self.w.bucket
-                )));
+            403 | 404 => {
+                // HEAD has no body: ask again with a GET to learn the S3 error code.
+                let list = self
+                    .bucket
+                    .list_objects_v2(self.creds.as_ref())
+                    .sign(SIGNATURE_LIFETIME);
+                let (status, body) = self.send(reqwest::Method::GET, list, None).await?;
+                return Err(match error_code(&body) {
+                    Some("NoSuchBucket") => DriverError::permanent(format!(
+                        "s3 bucket {} does not exist (set workload.s3.create_bucket: true to create it)",
+                        self.w.bucket
+                    )),
+                    _ => self.refusal("opening it", status, &body),
+                });
             }
             _ => return Err(self.refusal("HeadBucket", status, &body)),
         }
