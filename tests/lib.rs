@@ -106,3 +106,121 @@ pub fn report_json(run: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(run.join("report/report.json")).expect("report.json");
     serde_json::from_str(&text).expect("report.json is JSON")
 }
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Polls `ready` every 50 ms until it holds; panics after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "{what} not ready within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A server started by a test: SIGTERM, then SIGKILL after 10 s, when dropped.
+pub struct Server(pub std::process::Child);
+
+impl Server {
+    /// Starts `program args`, output discarded (or kept in `log` when given).
+    pub fn start(
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> Server {
+        let mut cmd = Command::new(program.as_ref());
+        cmd.args(args).stdin(std::process::Stdio::null());
+        match log {
+            Some(p) => {
+                let f = std::fs::File::create(p).expect("log file");
+                cmd.stdout(f.try_clone().expect("log file")).stderr(f);
+            }
+            None => {
+                cmd.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+        }
+        Server(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("{:?}: {e}", program.as_ref())),
+        )
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub fn crash(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a PID this test started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The workspace root (parent of `tests/`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The cache of installed test tools (`$AIFB_CACHE`, else `~/.cache/aifb`).
+pub fn cache_dir() -> PathBuf {
+    if let Some(c) = std::env::var_os("AIFB_CACHE") {
+        return PathBuf::from(c);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("aifb")
+}
+
+/// Runs `aifb run RECIPE_TEXT` in a fresh runs folder under `dir`; returns the output and
+/// the run directory (when one was made).
+pub fn run_recipe(dir: &Path, name: &str, text: &str) -> (Output, Option<PathBuf>) {
+    let recipe = dir.join(format!("{name}.yaml"));
+    std::fs::write(&recipe, text).expect("recipe written");
+    let runs = dir.join(format!("runs-{name}"));
+    let out = aifb(
+        dir,
+        &[
+            "run",
+            recipe.to_str().expect("path"),
+            "--out",
+            runs.to_str().expect("path"),
+        ],
+    );
+    let run = std::fs::read_dir(&runs)
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path());
+    (out, run)
+}
+
+/// The rows of a run's requests.parquet.
+pub fn request_rows(run: &Path) -> Vec<aifb_core::requests::RequestRow> {
+    aifb_core::requests::read(&run.join("requests.parquet"))
+        .expect("requests.parquet")
+        .rows
+}

@@ -410,8 +410,22 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let (record_tx, record_rx) = mpsc::unbounded_channel();
     let sink_task = tokio::spawn(sink::drain(record_rx, requests));
     let (scrape_stop_tx, scrape_stop_rx) = watch::channel(false);
+    // The service's own metrics endpoint takes the same credentials as its API.
+    let mut targets = args.scrape.clone();
+    if let Some(secret) = &spec.secret {
+        let header = match recipe.service.kind {
+            ServiceKind::Qdrant => Some(("api-key".to_string(), secret.clone())),
+            ServiceKind::Simulator | ServiceKind::Openai | ServiceKind::Vllm => {
+                Some(("authorization".to_string(), format!("Bearer {secret}")))
+            }
+            _ => None,
+        };
+        for t in targets.iter_mut().filter(|t| t.source == "service") {
+            t.header = header.clone();
+        }
+    }
     let scrape_task = tokio::spawn(scrape::run(
-        args.scrape.clone(),
+        targets,
         recipe.monitoring.scrape_interval.get(),
         clock,
         telemetry.clone(),

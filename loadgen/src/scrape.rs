@@ -19,6 +19,8 @@ pub struct Target {
     pub source: String,
     /// Full URL of the metrics endpoint.
     pub url: String,
+    /// A header sent with every scrape (the service's API key), never logged.
+    pub header: Option<(String, String)>,
 }
 
 impl std::str::FromStr for Target {
@@ -35,6 +37,7 @@ impl std::str::FromStr for Target {
         Ok(Target {
             source: source.to_string(),
             url: url.to_string(),
+            header: None,
         })
     }
 }
@@ -81,7 +84,11 @@ async fn scrape_once(
     let t_ms = clock.now_ns() / 1_000_000;
     let mut out = Vec::new();
     let fetches = targets.iter().map(|t| async move {
-        let resp = client.get(&t.url).send().await.map_err(|e| e.to_string())?;
+        let mut req = client.get(&t.url);
+        if let Some((k, v)) = &t.header {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }

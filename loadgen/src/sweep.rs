@@ -79,6 +79,22 @@ pub struct StageInfo {
     pub rate: Option<f64>,
 }
 
+/// Pause of a closed-loop user after its request failed to connect or lost its
+/// connection: a server that is down answers such errors in microseconds, and users that
+/// retried at once would fill requests.parquet with millions of identical failures.
+pub const CONNECTION_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What a closed-loop user does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Think, then send the next request.
+    Go,
+    /// The connection failed: wait [`CONNECTION_ERROR_BACKOFF`] as well.
+    Backoff,
+    /// The stage or run is over.
+    Stop,
+}
+
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -91,7 +107,7 @@ async fn one<D: Driver>(
     worker: u32,
     intended: Instant,
     mut stop: watch::Receiver<bool>,
-) -> bool {
+) -> Next {
     let t = &ctx.telemetry;
     let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
     let op = ctx.driver.op(n);
@@ -181,7 +197,11 @@ async fn one<D: Driver>(
         request_id,
     };
     let _ = ctx.records.send(record);
-    x.error != Some(error_class::CANCELLED)
+    match x.error {
+        Some(error_class::CANCELLED) => Next::Stop,
+        Some(error_class::CONNECT | error_class::RESET) => Next::Backoff,
+        _ => Next::Go,
+    }
 }
 
 async fn closed_user<D: Driver>(
@@ -204,11 +224,15 @@ async fn closed_user<D: Driver>(
         if *stop.borrow() || Instant::now() >= w.end {
             return;
         }
-        if !one(ctx.clone(), stage, w, worker, ready, stop.clone()).await {
+        let next = one(ctx.clone(), stage, w, worker, ready, stop.clone()).await;
+        if next == Next::Stop {
             return;
         }
         ready = Instant::now() + think;
-        if !think.is_zero() {
+        if next == Next::Backoff {
+            ready += CONNECTION_ERROR_BACKOFF;
+        }
+        if ready > Instant::now() {
             tokio::select! {
                 _ = tokio::time::sleep_until(ready.into()) => {}
                 _ = stopped(&mut stop) => return,
@@ -264,7 +288,8 @@ async fn open_dispatcher<D: Driver>(
             _ = tokio::time::sleep_until(at.into()) => {}
             _ = stopped(&mut stop) => return,
         }
-        tasks.spawn(one(ctx.clone(), stage, w, worker, at, stop.clone()));
+        let request = one(ctx.clone(), stage, w, worker, at, stop.clone());
+        tasks.spawn(async move { request.await != Next::Stop });
         worker = worker.wrapping_add(1);
         // Reap finished tasks so the set stays small.
         while tasks.try_join_next().is_some() {}

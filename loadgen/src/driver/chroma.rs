@@ -120,7 +120,7 @@ impl Driver for Chroma {
         } else {
             let (status, v) = self.json(reqwest::Method::GET, &path, None).await?;
             if status == 404 || !(200..300).contains(&status) {
-                return Err(DriverError::new(format!(
+                return Err(DriverError::permanent(format!(
                     "chroma: collection {name} does not exist ({status} {}); set workload.vector.recreate: true to create it",
                     error_text(&v)
                 )));

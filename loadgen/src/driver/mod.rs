@@ -324,7 +324,9 @@ pub fn status_class(status: u16) -> &'static str {
     match status {
         429 | 503 => error_class::BACKPRESSURE,
         400..=499 => error_class::HTTP_4XX,
-        _ => error_class::HTTP_5XX,
+        500..=599 => error_class::HTTP_5XX,
+        // A status the request did not expect (1xx, 2xx or 3xx outside the success list).
+        _ => error_class::PROTOCOL,
     }
 }
 
@@ -438,5 +440,6 @@ mod tests {
         assert_eq!(status_class(429), error_class::BACKPRESSURE);
         assert_eq!(status_class(404), error_class::HTTP_4XX);
         assert_eq!(status_class(500), error_class::HTTP_5XX);
+        assert_eq!(status_class(302), error_class::PROTOCOL);
     }
 }

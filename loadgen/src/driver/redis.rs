@@ -6,6 +6,7 @@
 //! run side by side, as its `-c` clients do. With no `connections` in the recipe, each
 //! closed-loop user has its own connection.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aifb_core::recipe::RedisWorkload;
@@ -18,7 +19,8 @@ use super::{Call, Driver, DriverError, Exchange, Keyspace, Mix, Spec, payload, r
 
 /// The Redis driver.
 pub struct Redis {
-    conns: Vec<MultiplexedConnection>,
+    client: redis::Client,
+    conns: Vec<Mutex<MultiplexedConnection>>,
     next: AtomicUsize,
     w: RedisWorkload,
     mix: Mix,
@@ -52,14 +54,32 @@ impl Redis {
         format!("{}{index}", self.w.key_prefix)
     }
 
-    fn conn(&self, worker: u32) -> MultiplexedConnection {
-        // Closed-loop users keep their connection; open-loop arrivals rotate.
+    /// The connection slot of `worker`: closed-loop users keep theirs; open-loop
+    /// arrivals rotate.
+    fn slot(&self, worker: u32) -> usize {
         let i = if self.conns.len() as u64 > u64::from(worker) {
             worker as usize
         } else {
             self.next.fetch_add(1, Ordering::Relaxed)
         };
-        self.conns[i % self.conns.len()].clone()
+        i % self.conns.len()
+    }
+
+    fn conn(&self, slot: usize) -> Option<MultiplexedConnection> {
+        self.conns[slot].lock().ok().map(|c| c.clone())
+    }
+
+    /// Replaces a connection the server dropped (it may be back).
+    async fn reconnect(&self, slot: usize) {
+        let config = AsyncConnectionConfig::new().set_response_timeout(None);
+        if let Ok(fresh) = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            && let Ok(mut c) = self.conns[slot].lock()
+        {
+            *c = fresh;
+        }
     }
 }
 
@@ -101,9 +121,10 @@ impl Driver for Redis {
                         DriverError::new(msg)
                     }
                 })?;
-            conns.push(c);
+            conns.push(Mutex::new(c));
         }
         Ok(Redis {
+            client,
             conns,
             next: AtomicUsize::new(0),
             mix: Mix::new(&[("get", w.mix.get), ("set", w.mix.set)]),
@@ -114,7 +135,9 @@ impl Driver for Redis {
     }
 
     async fn ping(&self) -> Result<(), DriverError> {
-        let mut c = self.conns[0].clone();
+        let Some(mut c) = self.conn(0) else {
+            return Err(DriverError::new("redis: connection lost".into()));
+        };
         let pong: String = redis::cmd("PING")
             .query_async(&mut c)
             .await
@@ -130,7 +153,9 @@ impl Driver for Redis {
         if !self.w.preload {
             return Ok(());
         }
-        let mut c = self.conns[0].clone();
+        let Some(mut c) = self.conn(0) else {
+            return Err(DriverError::new("redis: connection lost".into()));
+        };
         let size = self.w.value_size as usize;
         let chunk = 1000u64;
         let mut start = 0;
@@ -161,7 +186,10 @@ impl Driver for Redis {
         let op = self.mix.pick(rng.random());
         let index = self.keys.draw(&mut rng);
         let key = self.key(index);
-        let mut c = self.conn(call.worker);
+        let slot = self.slot(call.worker);
+        let Some(mut c) = self.conn(slot) else {
+            return Exchange::start(op, 0).finish(Some(error_class::RESET));
+        };
         let mut cmd = redis::cmd(if op == "set" { "SET" } else { "GET" });
         cmd.arg(&key);
         let mut sent_bytes = key.len() as u64;
@@ -193,6 +221,9 @@ impl Driver for Redis {
             Ok(Err(e)) => {
                 x.first_byte = None;
                 x.error = Some(classify(&e));
+                if matches!(x.error, Some(error_class::RESET | error_class::CONNECT)) {
+                    self.reconnect(slot).await;
+                }
             }
             Ok(Ok(Err(()))) => x.error = Some(error_class::PROTOCOL),
             Ok(Ok(Ok(n))) => x.bytes_received = n,

@@ -31,11 +31,23 @@ pub struct S3 {
     endpoint: String,
 }
 
+/// The text of `<tag>` in an XML error body.
+fn xml_field<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(&body[start..end])
+}
+
 /// The S3 error code in an XML error body (`<Code>NoSuchBucket</Code>`).
 fn error_code(body: &str) -> Option<&str> {
-    let start = body.find("<Code>")? + "<Code>".len();
-    let end = body[start..].find("</Code>")? + start;
-    Some(&body[start..end])
+    xml_field(body, "Code")
+}
+
+/// True when the store says the signature is wrong: the key exists, the secret differs.
+fn bad_signature(body: &str) -> bool {
+    error_code(body) == Some("SignatureDoesNotMatch")
+        || xml_field(body, "Message").is_some_and(|m| m.to_ascii_lowercase().contains("signature"))
 }
 
 impl S3 {
@@ -144,7 +156,13 @@ impl Driver for S3 {
             Ok(())
         } else {
             let code = error_code(&body).unwrap_or("no error code");
-            Err(DriverError::new(format!(
+            // The key exists but the secret differs: no wait will fix that.
+            let make = if bad_signature(&body) {
+                DriverError::permanent
+            } else {
+                DriverError::new
+            };
+            Err(make(format!(
                 "s3 at {}: ListObjectsV2 of bucket {}: {status} {code}{}",
                 self.endpoint,
                 self.w.bucket,
@@ -261,5 +279,9 @@ mod tests {
             "<?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code><Message>x</Message></Error>";
         assert_eq!(error_code(body), Some("NoSuchBucket"));
         assert_eq!(error_code("garbage"), None);
+        // Garage's answer to a wrong secret.
+        let garage = "<Error><Code>AccessDenied</Code><Message>Forbidden: Invalid signature</Message></Error>";
+        assert!(bad_signature(garage));
+        assert!(!bad_signature(body));
     }
 }
