@@ -2,7 +2,10 @@
 # Runs every test of aifb, installing what the tests need first:
 #   - promtool and prometheus (Debian package prometheus) for exposition checks and a
 #     real Prometheus scraping the exporter,
-#   - redis-server and PostgreSQL, probed by the exporter,
+#   - redis-server, redis-benchmark and PostgreSQL (with pgbench): probed by the exporter,
+#     driven by the loadgen,
+#   - ChromaDB (pip, in its own cached venv) and Garage, a real S3 store (built once with
+#     cargo into the cache by scripts/install-garage.sh, ~12 minutes the first time),
 #   - Chromium, which must render the HTML report,
 
 
@@ -34,6 +37,7 @@ if ! command -v cargo >/dev/null; then
 fi
 command -v promtool >/dev/null || apt_install prometheus
 command -v redis-server >/dev/null || apt_install redis-server
+command -v redis-benchmark >/dev/null || apt_install redis-tools
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 command -v setpriv >/dev/null || apt_install util-linux
 command -v chromium >/dev/null || apt_install chromium
@@ -48,6 +52,18 @@ if ! "$venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check pyarrow
 fi
 export AIFB_PYTHON="$venv/bin/python"
+
+chroma_venv="$cache/chroma-venv"
+if ! "$chroma_venv/bin/chroma" --help >/dev/null 2>&1; then
+  say "creating $chroma_venv with chromadb"
+  python3 -m venv "$chroma_venv" || { apt_install python3-venv && python3 -m venv "$chroma_venv"; }
+  "$chroma_venv/bin/python" -m pip install -q --disable-pip-version-check chromadb==1.5.9
+fi
+export AIFB_CHROMA="$chroma_venv/bin/chroma"
+
+command -v strip >/dev/null || apt_install binutils
+GARAGE="$(scripts/install-garage.sh)"
+export GARAGE
 
 say "format"
 cargo fmt --all -- --check
