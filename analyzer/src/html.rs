@@ -93,9 +93,15 @@ pub fn render(
             escape(caption)
         ));
     }
+    let llm = report.stages.iter().any(|s| s.ttft.is_some());
+    let ttft_head = if llm {
+        "<th>TTFT p50 ms</th><th>TTFT p99 ms</th>"
+    } else {
+        ""
+    };
     h.push_str(&format!(
         "<h2>Levels</h2>\n<table><tr><th>stage</th><th>{unit}</th><th>throughput req/s</th><th>95 % interval</th>\
-         <th>p50 ms</th><th>p99 ms</th><th>TTFT p50 ms</th><th>TTFT p99 ms</th><th>measured</th><th>errors</th>\
+         <th>p50 ms</th><th>p99 ms</th>{ttft_head}<th>measured</th><th>errors</th>\
          <th class=\"l\">bottleneck</th></tr>\n"
     ));
     for (i, s) in report.stages.iter().enumerate() {
@@ -107,15 +113,22 @@ pub fn render(
             .get(i)
             .and_then(|f| f.first())
             .map_or(String::new(), |f| format!("{} ({:.2})", f.class, f.score));
+        let ttft_cells = if llm {
+            format!(
+                "<td>{}</td><td>{}</td>",
+                ms(s.ttft.and_then(|q| q.p50)),
+                ms(s.ttft.and_then(|q| q.p99))
+            )
+        } else {
+            String::new()
+        };
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{ci}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} %</td><td class=\"l\">{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{ci}</td><td>{}</td><td>{}</td>{ttft_cells}<td>{}</td><td>{:.1} %</td><td class=\"l\">{}</td></tr>\n",
             s.stage,
             fmt_level(s.level),
             s.throughput_rps,
             ms(s.latency.and_then(|q| q.p50)),
             ms(s.latency.and_then(|q| q.p99)),
-            ms(s.ttft.and_then(|q| q.p50)),
-            ms(s.ttft.and_then(|q| q.p99)),
             s.measured,
             s.error_rate * 100.0,
             escape(&top)

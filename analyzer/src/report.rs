@@ -377,23 +377,42 @@ impl Report {
                 if u.good { "" } else { " (poor fit: read with care)" }
             ));
         }
+        // Token and TTFT columns only for LLM runs.
+        let llm = self
+            .stages
+            .iter()
+            .any(|s| s.ttft.is_some() || s.output_tokens_per_s > 0.0);
+        let (llm_head, llm_align) = if llm {
+            (" tokens/s | TTFT p50 ms | TTFT p99 ms |", "---:|---:|---:|")
+        } else {
+            ("", "")
+        };
         md.push_str(&format!(
-            "| stage | {} | throughput req/s | tokens/s | p50 ms | p90 ms | p99 ms | TTFT p50 ms | TTFT p99 ms | measured | errors |\n",
+            "| stage | {} | throughput req/s | p50 ms | p90 ms | p99 ms |{llm_head} measured | errors |\n",
             self.level_unit
         ));
-        md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        md.push_str(&format!(
+            "|---:|---:|---:|---:|---:|---:|{llm_align}---:|---:|\n"
+        ));
         for s in &self.stages {
+            let llm_cells = if llm {
+                format!(
+                    " {:.1} | {} | {} |",
+                    s.output_tokens_per_s,
+                    ms(s.ttft.and_then(|q| q.p50)),
+                    ms(s.ttft.and_then(|q| q.p99))
+                )
+            } else {
+                String::new()
+            };
             md.push_str(&format!(
-                "| {} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} % |\n",
+                "| {} | {} | {:.2} | {} | {} | {} |{llm_cells} {} | {:.1} % |\n",
                 s.stage,
                 fmt_level(s.level),
                 s.throughput_rps,
-                s.output_tokens_per_s,
                 ms(s.latency.and_then(|q| q.p50)),
                 ms(s.latency.and_then(|q| q.p90)),
                 ms(s.latency.and_then(|q| q.p99)),
-                ms(s.ttft.and_then(|q| q.p50)),
-                ms(s.ttft.and_then(|q| q.p99)),
                 s.measured,
                 s.error_rate * 100.0
             ));
