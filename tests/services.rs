@@ -707,8 +707,21 @@ service:
             &llm(&format!("{kind}-{op}"), kind, op),
         );
         assert!(out.status.success(), "{kind} {op}: {}", stderr(&out));
-        let rows = request_rows(&run.unwrap());
+        let run = run.unwrap();
+        let rows = request_rows(&run);
         assert_all_ok(&rows);
+        if kind == "ollama" {
+            // Ollama's own durations, from its final NDJSON line, reach metrics.parquet.
+            let samples = aifb_core::metrics::read(&run.join("metrics.parquet")).unwrap();
+            let eval = samples.iter().filter(|s| {
+                s.metric == "aifb_loadgen_server_reported_duration_seconds_count"
+                    && s.labels.iter().any(|(k, v)| k == "phase" && v == "eval")
+            });
+            assert!(
+                eval.map(|s| s.value).fold(0.0, f64::max) >= 1.0,
+                "no server-reported eval durations"
+            );
+        }
         for r in &rows {
             assert_eq!(r.op, op);
             assert_eq!(

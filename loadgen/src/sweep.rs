@@ -165,6 +165,11 @@ async fn one<D: Driver>(
         for g in &x.chunk_gaps {
             itl.observe(g.as_secs_f64());
         }
+        for &(phase, d) in &x.server_reported {
+            t.server_reported
+                .get_or_create(&vec![("op", op), ("phase", phase)])
+                .observe(d.as_secs_f64());
+        }
     }
     if let Some(n) = x.output_tokens {
         t.output_tokens.get_or_create(&label).inc_by(u64::from(n));

@@ -45,6 +45,9 @@ pub struct Telemetry {
     pub output_tokens: Family<OpLabel, Counter>,
     /// `aifb_loadgen_prompt_tokens_total{op}`.
     pub prompt_tokens: Family<OpLabel, Counter>,
+    /// `aifb_loadgen_server_reported_duration_seconds{op,phase}`: durations the server
+    /// reports in its answers (Ollama: `total`, `load`, `prompt_eval`, `eval`).
+    pub server_reported: Family<OpLabel, Histogram>,
 }
 
 impl Telemetry {
@@ -71,8 +74,14 @@ impl Telemetry {
             stage: Gauge::default(),
             output_tokens: Family::default(),
             prompt_tokens: Family::default(),
+            server_reported: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
+        registry.register(
+            "aifb_loadgen_server_reported_duration_seconds",
+            "Durations the server reports in its answers (Ollama's total, load, prompt_eval and eval), by operation and phase",
+            t.server_reported.clone(),
+        );
         registry.register(
             "aifb_loadgen_requests",
             "Requests finished, by operation and outcome (ok or error class)",

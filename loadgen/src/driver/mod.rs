@@ -112,6 +112,8 @@ pub struct Exchange {
     pub output_tokens: Option<u32>,
     /// Content chunks received (LLM).
     pub chunks: Option<u32>,
+    /// Durations the server reported in its answer, by phase (Ollama's `*_duration`).
+    pub server_reported: Vec<(&'static str, Duration)>,
 }
 
 impl Exchange {
@@ -132,6 +134,7 @@ impl Exchange {
             prompt_tokens: None,
             output_tokens: None,
             chunks: None,
+            server_reported: Vec::new(),
         }
     }
 

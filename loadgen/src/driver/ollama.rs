@@ -57,6 +57,8 @@ pub struct NdjsonState {
     pub counts: Option<(u32, u32)>,
     /// An `{"error": …}` line or a line that is not JSON.
     pub error: bool,
+    /// The final line's durations: `total`, `load`, `prompt_eval`, `eval` (nanoseconds).
+    pub durations: Vec<(&'static str, u64)>,
 }
 
 impl NdjsonState {
@@ -93,6 +95,16 @@ impl NdjsonState {
             };
             if let Some(c) = get("eval_count") {
                 self.counts = Some((get("prompt_eval_count").unwrap_or(0), c));
+            }
+            for (phase, key) in [
+                ("total", "total_duration"),
+                ("load", "load_duration"),
+                ("prompt_eval", "prompt_eval_duration"),
+                ("eval", "eval_duration"),
+            ] {
+                if let Some(ns) = v.get(key).and_then(Value::as_u64) {
+                    self.durations.push((phase, ns));
+                }
             }
         }
         content
@@ -208,6 +220,11 @@ impl Driver for Ollama {
                 state.take(&line);
             }
             x.chunks = Some(state.chunks);
+            x.server_reported = state
+                .durations
+                .iter()
+                .map(|&(phase, ns)| (phase, std::time::Duration::from_nanos(ns)))
+                .collect();
             match state.counts {
                 Some((p, c)) => {
                     x.prompt_tokens = Some(p);
@@ -267,7 +284,13 @@ mod tests {
                     chunks: 1,
                     done: true,
                     counts: Some((26, 282)),
-                    error: false
+                    error: false,
+                    durations: vec![
+                        ("total", 4_883_583_458),
+                        ("load", 1_334_875),
+                        ("prompt_eval", 342_546_000),
+                        ("eval", 4_535_599_000)
+                    ],
                 },
                 "cut at {cut}"
             );
