@@ -6,57 +6,24 @@ use aifb_core::recipe::{Distance, VectorWorkload};
 use rand::RngExt;
 use serde_json::{Value, json};
 
-use super::http::{Expect, exchange};
+use super::http::{Expect, JsonApi, exchange};
 use super::{
-    Call, Driver, DriverError, Exchange, Mix, Spec, describe, http_client, http_ping, rng_for,
-    vector,
+    Call, Driver, DriverError, Exchange, Mix, Spec, http_client, http_ping, rng_for, vector,
 };
 
 const PREFIX: &str = "/api/v2/tenants/default_tenant/databases/default_database/collections";
 
 /// The ChromaDB driver.
 pub struct Chroma {
-    client: reqwest::Client,
-    base: String,
+    api: JsonApi,
     w: VectorWorkload,
     mix: Mix,
     seed: u64,
-    token: Option<String>,
     /// Collection id, known after setup.
     id: std::sync::OnceLock<String>,
 }
 
 impl Chroma {
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.client.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
-    }
-
-    async fn json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value), DriverError> {
-        let mut r = self.req(method, path);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r
-            .send()
-            .await
-            .map_err(|e| DriverError::new(format!("chroma {path}: {}", describe(&e))))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
-    }
-
     fn collection_id(&self) -> &str {
         self.id.get().map_or("", String::as_str)
     }
@@ -81,25 +48,35 @@ impl Driver for Chroma {
     async fn connect(spec: &Spec) -> Result<Self, DriverError> {
         let w = spec.recipe.workload.vector.clone().unwrap_or_default();
         Ok(Chroma {
-            client: http_client(spec.connections)?,
-            base: spec.target.clone(),
+            api: JsonApi {
+                client: http_client(spec.connections)?,
+                base: spec.target.clone(),
+                auth: spec
+                    .secret
+                    .as_ref()
+                    .map(|t| ("authorization", format!("Bearer {t}"))),
+                name: "chroma",
+            },
             mix: Mix::new(&[("query", w.mix.query), ("upsert", w.mix.upsert)]),
             seed: spec.recipe.workload.seed,
             w,
-            token: spec.secret.clone(),
             id: std::sync::OnceLock::new(),
         })
     }
 
     async fn ping(&self) -> Result<(), DriverError> {
-        http_ping(&self.client, &format!("{}/api/v2/heartbeat", self.base)).await
+        http_ping(
+            &self.api.client,
+            &format!("{}/api/v2/heartbeat", self.api.base),
+        )
+        .await
     }
 
     async fn setup(&self) -> Result<(), DriverError> {
         let name = &self.w.collection;
         let path = format!("{PREFIX}/{name}");
         if self.w.recreate {
-            let (status, v) = self.json(reqwest::Method::DELETE, &path, None).await?;
+            let (status, v) = self.api.call(reqwest::Method::DELETE, &path, None).await?;
             if !(200..300).contains(&status) && status != 404 {
                 return Err(DriverError::new(format!(
                     "chroma: deleting collection {name}: {status} {}",
@@ -107,7 +84,10 @@ impl Driver for Chroma {
                 )));
             }
             let body = json!({"name": name, "metadata": {"hnsw:space": space(self.w.distance)}});
-            let (status, v) = self.json(reqwest::Method::POST, PREFIX, Some(body)).await?;
+            let (status, v) = self
+                .api
+                .call(reqwest::Method::POST, PREFIX, Some(body))
+                .await?;
             if !(200..300).contains(&status) {
                 return Err(DriverError::new(format!(
                     "chroma: creating collection {name}: {status} {}",
@@ -118,7 +98,7 @@ impl Driver for Chroma {
                 .id
                 .set(v["id"].as_str().unwrap_or_default().to_string());
         } else {
-            let (status, v) = self.json(reqwest::Method::GET, &path, None).await?;
+            let (status, v) = self.api.call(reqwest::Method::GET, &path, None).await?;
             if status == 404 || !(200..300).contains(&status) {
                 return Err(DriverError::permanent(format!(
                     "chroma: collection {name} does not exist ({status} {}); set workload.vector.recreate: true to create it",
@@ -142,7 +122,8 @@ impl Driver for Chroma {
             let vectors: Vec<Vec<f32>> =
                 (start..end).map(|i| vector(i, self.w.dimension)).collect();
             let (status, v) = self
-                .json(
+                .api
+                .call(
                     reqwest::Method::POST,
                     &add,
                     Some(json!({"ids": ids, "embeddings": vectors})),
@@ -188,7 +169,8 @@ impl Driver for Chroma {
         let payload = body.to_string();
         let sent = payload.len() as u64;
         let req = self
-            .req(reqwest::Method::POST, &path)
+            .api
+            .request(reqwest::Method::POST, &path)
             .header("content-type", "application/json")
             .body(payload);
         let check = |b: &[u8]| -> bool {
@@ -203,7 +185,7 @@ impl Driver for Chroma {
     async fn teardown(&self) -> Result<(), DriverError> {
         if self.w.teardown {
             let path = format!("{PREFIX}/{}", self.w.collection);
-            self.json(reqwest::Method::DELETE, &path, None).await?;
+            self.api.call(reqwest::Method::DELETE, &path, None).await?;
         }
         Ok(())
     }

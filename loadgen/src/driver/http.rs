@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 
 use super::{
-    Call, Driver, DriverError, Exchange, Spec, classify, http_client, http_ping, status_class,
+    Call, Driver, DriverError, Exchange, Spec, classify, http_client, http_ping, send, status_class,
 };
 
 /// A check of a successful response body: false makes it a protocol error.
@@ -36,16 +36,10 @@ pub async fn exchange(
 ) -> Exchange {
     let mut x = Exchange::start(op, bytes_sent);
     let body = async {
-        let resp = match req.header("x-request-id", call.request_id).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                x.error = Some(classify(&e));
-                return;
-            }
+        let Some(resp) = send(req.header("x-request-id", call.request_id), &mut x).await else {
+            return;
         };
-        x.first_byte = Some(Instant::now());
         let status = resp.status().as_u16();
-        x.status = Some(status);
         let ok = match expect {
             Expect::Success => resp.status().is_success(),
             Expect::Statuses(s) => s.contains(&status),
@@ -79,6 +73,51 @@ pub async fn exchange(
     }
     x.end = Instant::now();
     x
+}
+
+/// A JSON-over-HTTP API with an optional credential header: the setup calls of the
+/// vector databases.
+pub struct JsonApi {
+    /// The shared client.
+    pub client: reqwest::Client,
+    /// Base URL.
+    pub base: String,
+    /// Header carrying the credential, e.g. `("authorization", "Bearer …")`.
+    pub auth: Option<(&'static str, String)>,
+    /// Service name for messages.
+    pub name: &'static str,
+}
+
+impl JsonApi {
+    /// A request to `path`, with the credential.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(method, format!("{}{path}", self.base));
+        match &self.auth {
+            Some((k, v)) => r.header(*k, v),
+            None => r,
+        }
+    }
+
+    /// Sends `body` (if any) as JSON; returns the status and the answer (JSON, else its
+    /// text as a JSON string).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), DriverError> {
+        let mut r = self.request(method, path);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.map_err(|e| {
+            DriverError::new(format!("{} {path}: {}", self.name, super::describe(&e)))
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        Ok((status, v))
+    }
 }
 
 /// The generic HTTP driver.

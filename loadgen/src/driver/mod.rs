@@ -308,6 +308,96 @@ pub fn vector(id: u64, dim: u32) -> Vec<f32> {
         .collect()
 }
 
+/// Sends an HTTP request, recording the first byte (response headers) and the status, or
+/// the error class when no response came.
+pub async fn send(req: reqwest::RequestBuilder, x: &mut Exchange) -> Option<reqwest::Response> {
+    match req.send().await {
+        Ok(r) => {
+            x.first_byte = Some(Instant::now());
+            x.status = Some(r.status().as_u16());
+            Some(r)
+        }
+        Err(e) => {
+            x.error = Some(classify(&e));
+            None
+        }
+    }
+}
+
+/// How a streamed body is cut into frames (SSE events, NDJSON lines).
+pub trait Framing: Default {
+    /// Feeds bytes; returns the frames they complete.
+    fn push(&mut self, bytes: &[u8]) -> Vec<String>;
+    /// The last frame when the body ended without its terminator.
+    fn finish(&mut self) -> Option<String>;
+}
+
+/// What the frames of one streamed answer said.
+pub trait TokenFold: Default {
+    /// Folds one frame; true when it carried a token.
+    fn take(&mut self, frame: &str) -> bool;
+    /// Frames that carried tokens.
+    fn chunks(&self) -> u32;
+    /// Prompt and output tokens as the server counted them.
+    fn counts(&self) -> Option<(u32, u32)>;
+    /// The answer ended properly (finish reason, `done`).
+    fn finished(&self) -> bool;
+    /// An error frame or a frame that was not understood.
+    fn failed(&self) -> bool;
+}
+
+/// Reads a streamed answer to its end: times the first token and the gap before every
+/// later one, counts bytes, and fills the token counts and the outcome (`protocol` for an
+/// error frame, `truncated` when it never finished). Returns the fold for driver-specific
+/// fields.
+pub async fn read_stream<F: Framing, S: TokenFold>(resp: reqwest::Response, x: &mut Exchange) -> S {
+    use futures_util::StreamExt;
+    let mut framing = F::default();
+    let mut state = S::default();
+    let mut last: Option<Instant> = None;
+    let mut body = resp.bytes_stream();
+    while let Some(item) = body.next().await {
+        match item {
+            Ok(bytes) => {
+                let now = Instant::now();
+                x.bytes_received += bytes.len() as u64;
+                for frame in framing.push(&bytes) {
+                    if state.take(&frame) {
+                        x.first_token.get_or_insert(now);
+                        if let Some(prev) = last {
+                            x.chunk_gaps.push(now - prev);
+                        }
+                        last = Some(now);
+                    }
+                }
+            }
+            Err(e) => {
+                x.error = Some(classify(&e));
+                break;
+            }
+        }
+    }
+    if let Some(frame) = framing.finish() {
+        state.take(&frame);
+    }
+    x.chunks = Some(state.chunks());
+    match state.counts() {
+        Some((p, c)) => {
+            x.prompt_tokens = Some(p);
+            x.output_tokens = Some(c);
+        }
+        None => x.output_tokens = Some(state.chunks()),
+    }
+    if x.error.is_none() {
+        if state.failed() {
+            x.error = Some(error_class::PROTOCOL);
+        } else if !state.finished() {
+            x.error = Some(error_class::TRUNCATED);
+        }
+    }
+    state
+}
+
 /// The error class of a failed reqwest call.
 pub fn classify(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {

@@ -8,18 +8,45 @@ use std::time::Instant;
 
 use aifb_core::recipe::{Operation, RequestShape};
 use aifb_core::requests::error_class;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::openai::synthetic_prompt;
 use super::{
-    Call, Driver, DriverError, Exchange, Spec, classify, http_client, http_ping, status_class,
+    Call, Driver, DriverError, Exchange, Spec, http_client, http_ping, read_stream, send,
+    status_class,
 };
 
 /// Splits an NDJSON byte stream into lines, whatever the read boundaries.
 #[derive(Debug, Default)]
 pub struct NdjsonParser {
     buf: Vec<u8>,
+}
+
+impl super::Framing for NdjsonParser {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        NdjsonParser::push(self, bytes)
+    }
+    fn finish(&mut self) -> Option<String> {
+        NdjsonParser::finish(self)
+    }
+}
+
+impl super::TokenFold for NdjsonState {
+    fn take(&mut self, frame: &str) -> bool {
+        NdjsonState::take(self, frame)
+    }
+    fn chunks(&self) -> u32 {
+        self.chunks
+    }
+    fn counts(&self) -> Option<(u32, u32)> {
+        self.counts
+    }
+    fn finished(&self) -> bool {
+        self.done
+    }
+    fn failed(&self) -> bool {
+        self.error
+    }
 }
 
 impl NdjsonParser {
@@ -175,70 +202,19 @@ impl Driver for Ollama {
             .header("x-request-id", call.request_id)
             .body(payload);
         let run = async {
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    x.error = Some(classify(&e));
-                    return;
-                }
+            let Some(resp) = send(req, &mut x).await else {
+                return;
             };
-            x.first_byte = Some(Instant::now());
-            let status = resp.status().as_u16();
-            x.status = Some(status);
             if !resp.status().is_success() {
-                x.error = Some(status_class(status));
+                x.error = Some(status_class(resp.status().as_u16()));
                 return;
             }
-            let mut parser = NdjsonParser::default();
-            let mut state = NdjsonState::default();
-            let mut last: Option<Instant> = None;
-            let mut stream = resp.bytes_stream();
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(bytes) => {
-                        let now = Instant::now();
-                        x.bytes_received += bytes.len() as u64;
-                        for line in parser.push(&bytes) {
-                            if state.take(&line) {
-                                if x.first_token.is_none() {
-                                    x.first_token = Some(now);
-                                }
-                                if let Some(prev) = last {
-                                    x.chunk_gaps.push(now - prev);
-                                }
-                                last = Some(now);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        x.error = Some(classify(&e));
-                        break;
-                    }
-                }
-            }
-            if let Some(line) = parser.finish() {
-                state.take(&line);
-            }
-            x.chunks = Some(state.chunks);
+            let state: NdjsonState = read_stream::<NdjsonParser, NdjsonState>(resp, &mut x).await;
             x.server_reported = state
                 .durations
                 .iter()
                 .map(|&(phase, ns)| (phase, std::time::Duration::from_nanos(ns)))
                 .collect();
-            match state.counts {
-                Some((p, c)) => {
-                    x.prompt_tokens = Some(p);
-                    x.output_tokens = Some(c);
-                }
-                None => x.output_tokens = Some(state.chunks),
-            }
-            if x.error.is_none() {
-                if state.error {
-                    x.error = Some(error_class::PROTOCOL);
-                } else if !state.done {
-                    x.error = Some(error_class::TRUNCATED);
-                }
-            }
         };
         if tokio::time::timeout(call.timeout, run).await.is_err() {
             x.error = Some(error_class::TIMEOUT);

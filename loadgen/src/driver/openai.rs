@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use aifb_core::recipe::{Operation, RequestShape, ServiceKind};
 use aifb_core::requests::error_class;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::{
-    Call, Driver, DriverError, Exchange, Spec, classify, http_client, http_ping, status_class,
+    Call, Driver, DriverError, Exchange, Spec, classify, http_client, http_ping, read_stream, send,
+    status_class,
 };
 use crate::sse::SseParser;
 
@@ -237,17 +237,10 @@ pub async fn exchange(
 }
 
 async fn run(req: reqwest::RequestBuilder, stream: bool, x: &mut Exchange) {
-    let resp = req.send().await;
-    let resp = match resp {
-        Ok(r) => r,
-        Err(e) => {
-            x.error = Some(classify(&e));
-            return;
-        }
+    let Some(resp) = send(req, x).await else {
+        return;
     };
-    x.first_byte = Some(Instant::now());
     let status = resp.status().as_u16();
-    x.status = Some(status);
     if !resp.status().is_success() {
         x.error = Some(status_class(status));
         if let Ok(b) = resp.bytes().await {
@@ -278,50 +271,33 @@ async fn run(req: reqwest::RequestBuilder, stream: bool, x: &mut Exchange) {
         }
         return;
     }
-    let mut parser = SseParser::default();
-    let mut state = StreamState::default();
-    let mut last_chunk: Option<Instant> = None;
-    let mut body = resp.bytes_stream();
-    while let Some(item) = body.next().await {
-        match item {
-            Ok(bytes) => {
-                let now = Instant::now();
-                x.bytes_received += bytes.len() as u64;
-                for data in parser.push(&bytes) {
-                    if state.take(&data) {
-                        if x.first_token.is_none() {
-                            x.first_token = Some(now);
-                        }
-                        if let Some(prev) = last_chunk {
-                            x.chunk_gaps.push(now - prev);
-                        }
-                        last_chunk = Some(now);
-                    }
-                }
-            }
-            Err(e) => {
-                x.error = Some(classify(&e));
-                break;
-            }
-        }
+    read_stream::<SseParser, StreamState>(resp, x).await;
+}
+
+impl super::Framing for SseParser {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        SseParser::push(self, bytes)
     }
-    if let Some(data) = parser.finish() {
-        state.take(&data);
+    fn finish(&mut self) -> Option<String> {
+        SseParser::finish(self)
     }
-    x.chunks = Some(state.chunks);
-    match state.usage {
-        Some((p, c)) => {
-            x.prompt_tokens = Some(p);
-            x.output_tokens = Some(c);
-        }
-        None => x.output_tokens = Some(state.chunks),
+}
+
+impl super::TokenFold for StreamState {
+    fn take(&mut self, frame: &str) -> bool {
+        StreamState::take(self, frame)
     }
-    if x.error.is_none() {
-        if state.error {
-            x.error = Some(error_class::PROTOCOL);
-        } else if !state.finished {
-            x.error = Some(error_class::TRUNCATED);
-        }
+    fn chunks(&self) -> u32 {
+        self.chunks
+    }
+    fn counts(&self) -> Option<(u32, u32)> {
+        self.usage
+    }
+    fn finished(&self) -> bool {
+        self.finished
+    }
+    fn failed(&self) -> bool {
+        self.error
     }
 }
 

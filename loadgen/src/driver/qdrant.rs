@@ -6,20 +6,17 @@ use aifb_core::recipe::{Distance, VectorWorkload};
 use rand::RngExt;
 use serde_json::{Value, json};
 
-use super::http::{Expect, exchange};
+use super::http::{Expect, JsonApi, exchange};
 use super::{
-    Call, Driver, DriverError, Exchange, Mix, Spec, describe, http_client, http_ping, rng_for,
-    vector,
+    Call, Driver, DriverError, Exchange, Mix, Spec, http_client, http_ping, rng_for, vector,
 };
 
 /// The Qdrant driver.
 pub struct Qdrant {
-    client: reqwest::Client,
-    base: String,
+    api: JsonApi,
     w: VectorWorkload,
     mix: Mix,
     seed: u64,
-    key: Option<String>,
 }
 
 fn distance(d: Distance) -> &'static str {
@@ -49,60 +46,33 @@ fn error_text(v: &Value) -> String {
         .map_or_else(|| v.to_string(), str::to_string)
 }
 
-impl Qdrant {
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.client.request(method, format!("{}{path}", self.base));
-        match &self.key {
-            Some(k) => r.header("api-key", k),
-            None => r,
-        }
-    }
-
-    async fn json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<(u16, Value), DriverError> {
-        let mut r = self.req(method, path);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r
-            .send()
-            .await
-            .map_err(|e| DriverError::new(format!("qdrant {path}: {}", describe(&e))))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
-    }
-}
+impl Qdrant {}
 
 impl Driver for Qdrant {
     async fn connect(spec: &Spec) -> Result<Self, DriverError> {
         let w = spec.recipe.workload.vector.clone().unwrap_or_default();
         Ok(Qdrant {
-            client: http_client(spec.connections)?,
-            base: spec.target.clone(),
+            api: JsonApi {
+                client: http_client(spec.connections)?,
+                base: spec.target.clone(),
+                auth: spec.secret.as_ref().map(|k| ("api-key", k.clone())),
+                name: "qdrant",
+            },
             mix: Mix::new(&[("query", w.mix.query), ("upsert", w.mix.upsert)]),
             seed: spec.recipe.workload.seed,
             w,
-            key: spec.secret.clone(),
         })
     }
 
     async fn ping(&self) -> Result<(), DriverError> {
-        http_ping(&self.client, &format!("{}/readyz", self.base)).await
+        http_ping(&self.api.client, &format!("{}/readyz", self.api.base)).await
     }
 
     async fn setup(&self) -> Result<(), DriverError> {
         let name = &self.w.collection;
         let path = format!("/collections/{name}");
         if self.w.recreate {
-            let (status, v) = self.json(reqwest::Method::DELETE, &path, None).await?;
+            let (status, v) = self.api.call(reqwest::Method::DELETE, &path, None).await?;
             if !(200..300).contains(&status) && status != 404 {
                 return Err(DriverError::new(format!(
                     "qdrant: deleting collection {name}: {status} {}",
@@ -110,7 +80,10 @@ impl Driver for Qdrant {
                 )));
             }
             let body = json!({"vectors": {"size": self.w.dimension, "distance": distance(self.w.distance)}});
-            let (status, v) = self.json(reqwest::Method::PUT, &path, Some(body)).await?;
+            let (status, v) = self
+                .api
+                .call(reqwest::Method::PUT, &path, Some(body))
+                .await?;
             if !(200..300).contains(&status) {
                 return Err(DriverError::new(format!(
                     "qdrant: creating collection {name}: {status} {}",
@@ -118,7 +91,7 @@ impl Driver for Qdrant {
                 )));
             }
         } else {
-            let (status, v) = self.json(reqwest::Method::GET, &path, None).await?;
+            let (status, v) = self.api.call(reqwest::Method::GET, &path, None).await?;
             if !(200..300).contains(&status) {
                 return Err(DriverError::permanent(format!(
                     "qdrant: collection {name} does not exist ({status} {}); set workload.vector.recreate: true to create it",
@@ -130,7 +103,8 @@ impl Driver for Qdrant {
         while start < self.w.preload {
             let end = (start + 500).min(self.w.preload);
             let (status, v) = self
-                .json(
+                .api
+                .call(
                     reqwest::Method::PUT,
                     &format!("{path}/points?wait=true"),
                     Some(points(start..end, self.w.dimension)),
@@ -176,7 +150,8 @@ impl Driver for Qdrant {
         let payload = body.to_string();
         let sent = payload.len() as u64;
         let req = self
-            .req(method, &path)
+            .api
+            .request(method, &path)
             .header("content-type", "application/json")
             .body(payload);
         let check = |b: &[u8]| serde_json::from_slice::<Value>(b).is_ok_and(|v| answered_ok(&v));
@@ -185,12 +160,13 @@ impl Driver for Qdrant {
 
     async fn teardown(&self) -> Result<(), DriverError> {
         if self.w.teardown {
-            self.json(
-                reqwest::Method::DELETE,
-                &format!("/collections/{}", self.w.collection),
-                None,
-            )
-            .await?;
+            self.api
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/collections/{}", self.w.collection),
+                    None,
+                )
+                .await?;
         }
         Ok(())
     }
