@@ -7,9 +7,7 @@ use rand::RngExt;
 use serde_json::{Value, json};
 
 use super::http::{Expect, JsonApi, exchange};
-use super::{
-    Call, Driver, DriverError, Exchange, Mix, Spec, http_client, http_ping, rng_for, vector,
-};
+use super::{Call, Driver, DriverError, Exchange, Mix, Spec, http_client, http_ping, vector};
 
 const PREFIX: &str = "/api/v2/tenants/default_tenant/databases/default_database/collections";
 
@@ -18,7 +16,6 @@ pub struct Chroma {
     api: JsonApi,
     w: VectorWorkload,
     mix: Mix,
-    seed: u64,
     /// Collection id, known after setup.
     id: std::sync::OnceLock<String>,
 }
@@ -57,8 +54,10 @@ impl Driver for Chroma {
                     .map(|t| ("authorization", format!("Bearer {t}"))),
                 name: "chroma",
             },
-            mix: Mix::new(&[("query", w.mix.query), ("upsert", w.mix.upsert)]),
-            seed: spec.recipe.workload.seed,
+            mix: Mix::new(
+                spec.recipe.workload.seed,
+                &[("query", w.mix.query), ("upsert", w.mix.upsert)],
+            ),
             w,
             id: std::sync::OnceLock::new(),
         })
@@ -141,12 +140,11 @@ impl Driver for Chroma {
     }
 
     fn op(&self, seq: u64) -> &'static str {
-        self.mix.pick(rng_for(self.seed, seq).random())
+        self.mix.op(seq)
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
-        let mut rng = rng_for(self.seed, call.seq);
-        let op = self.mix.pick(rng.random());
+        let (op, mut rng) = self.mix.draw(call.seq);
         let id = self.collection_id();
         let space = self.w.preload.max(1);
         let (path, body) = if op == "query" {

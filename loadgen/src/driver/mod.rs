@@ -207,15 +207,17 @@ pub fn rng_for(seed: u64, seq: u64) -> SmallRng {
     SmallRng::seed_from_u64(seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// Picks an operation by relative weights.
+/// Picks the operation of each request by relative weights, reproducibly: request `seq`
+/// of a run with `seed` always gets the same operation and the same random stream.
 #[derive(Debug, Clone)]
 pub struct Mix {
     ops: Vec<(&'static str, f64)>,
+    seed: u64,
 }
 
 impl Mix {
     /// A mix from `(op, weight)` pairs; zero weights are dropped.
-    pub fn new(weights: &[(&'static str, f64)]) -> Mix {
+    pub fn new(seed: u64, weights: &[(&'static str, f64)]) -> Mix {
         let total: f64 = weights.iter().map(|(_, w)| w.max(0.0)).sum();
         let mut acc = 0.0;
         let mut ops = Vec::new();
@@ -225,7 +227,7 @@ impl Mix {
                 ops.push((op, acc));
             }
         }
-        Mix { ops }
+        Mix { ops, seed }
     }
 
     /// The operation for a uniform draw `u` in [0, 1).
@@ -235,6 +237,18 @@ impl Mix {
             .find(|(_, c)| u < *c)
             .or(self.ops.last())
             .map_or("none", |(op, _)| op)
+    }
+
+    /// The operation of request `seq` and the random stream for its other choices.
+    pub fn draw(&self, seq: u64) -> (&'static str, SmallRng) {
+        use rand::RngExt;
+        let mut rng = rng_for(self.seed, seq);
+        (self.pick(rng.random()), rng)
+    }
+
+    /// The operation of request `seq`.
+    pub fn op(&self, seq: u64) -> &'static str {
+        self.draw(seq).0
     }
 }
 
@@ -487,14 +501,15 @@ mod tests {
 
     #[test]
     fn mix_follows_weights() {
-        let m = Mix::new(&[("get", 3.0), ("set", 1.0), ("del", 0.0)]);
+        let m = Mix::new(1, &[("get", 3.0), ("set", 1.0), ("del", 0.0)]);
         let n = 10_000;
         let gets = (0..n)
             .filter(|i| m.pick(f64::from(*i) / f64::from(n)) == "get")
             .count();
         assert_eq!(gets, 7_500);
         assert_eq!(m.pick(0.99), "set");
-        assert_eq!(Mix::new(&[("put", 1.0)]).pick(0.999_999), "put");
+        assert_eq!(Mix::new(1, &[("put", 1.0)]).pick(0.999_999), "put");
+        assert_eq!(m.draw(42).0, m.op(42));
     }
 
     #[test]

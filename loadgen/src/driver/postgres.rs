@@ -16,7 +16,7 @@ use rand::rngs::SmallRng;
 use tokio::sync::Semaphore;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{Call, Driver, DriverError, Exchange, Mix, Spec, rng_for};
+use super::{Call, Driver, DriverError, Exchange, Mix, Spec};
 
 const TABLES: &str = "pgbench_history, pgbench_tellers, pgbench_accounts, pgbench_branches";
 
@@ -38,7 +38,6 @@ pub struct Postgres {
     permits: Semaphore,
     w: PostgresWorkload,
     mix: Mix,
-    seed: u64,
     config: tokio_postgres::Config,
 }
 
@@ -180,8 +179,10 @@ impl Driver for Postgres {
             pool: (0..n).map(|_| tokio::sync::Mutex::new(None)).collect(),
             free: Mutex::new((0..n).rev().collect()),
             permits: Semaphore::new(n),
-            mix: Mix::new(&[("tpcb", w.mix.tpcb), ("select", w.mix.select)]),
-            seed: spec.recipe.workload.seed,
+            mix: Mix::new(
+                spec.recipe.workload.seed,
+                &[("tpcb", w.mix.tpcb), ("select", w.mix.select)],
+            ),
             w,
             config,
         })
@@ -247,12 +248,11 @@ impl Driver for Postgres {
     }
 
     fn op(&self, seq: u64) -> &'static str {
-        self.mix.pick(rng_for(self.seed, seq).random())
+        self.mix.op(seq)
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
-        let mut rng = rng_for(self.seed, call.seq);
-        let op = self.mix.pick(rng.random());
+        let (op, mut rng) = self.mix.draw(call.seq);
         let (aid, bid, tid, delta) = draw(&mut rng, self.w.scale);
         let queued = std::time::Instant::now();
         let sent = std::sync::OnceLock::new();
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn pgbench_variables_stay_in_their_ranges() {
-        let mut rng = rng_for(1, 1);
+        let mut rng = crate::driver::rng_for(1, 1);
         for _ in 0..10_000 {
             let (aid, bid, tid, delta) = draw(&mut rng, 2);
             assert!((1..=200_000).contains(&aid));

@@ -7,16 +7,13 @@ use rand::RngExt;
 use serde_json::{Value, json};
 
 use super::http::{Expect, JsonApi, exchange};
-use super::{
-    Call, Driver, DriverError, Exchange, Mix, Spec, http_client, http_ping, rng_for, vector,
-};
+use super::{Call, Driver, DriverError, Exchange, Mix, Spec, http_client, http_ping, vector};
 
 /// The Qdrant driver.
 pub struct Qdrant {
     api: JsonApi,
     w: VectorWorkload,
     mix: Mix,
-    seed: u64,
 }
 
 fn distance(d: Distance) -> &'static str {
@@ -58,8 +55,10 @@ impl Driver for Qdrant {
                 auth: spec.secret.as_ref().map(|k| ("api-key", k.clone())),
                 name: "qdrant",
             },
-            mix: Mix::new(&[("query", w.mix.query), ("upsert", w.mix.upsert)]),
-            seed: spec.recipe.workload.seed,
+            mix: Mix::new(
+                spec.recipe.workload.seed,
+                &[("query", w.mix.query), ("upsert", w.mix.upsert)],
+            ),
             w,
         })
     }
@@ -122,12 +121,11 @@ impl Driver for Qdrant {
     }
 
     fn op(&self, seq: u64) -> &'static str {
-        self.mix.pick(rng_for(self.seed, seq).random())
+        self.mix.op(seq)
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
-        let mut rng = rng_for(self.seed, call.seq);
-        let op = self.mix.pick(rng.random());
+        let (op, mut rng) = self.mix.draw(call.seq);
         let name = &self.w.collection;
         let space = self.w.preload.max(1);
         let (method, path, body) = if op == "query" {

@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aifb_core::recipe::RedisWorkload;
 use aifb_core::requests::error_class;
-use rand::RngExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, IntoConnectionInfo, RedisError};
 
-use super::{Call, Driver, DriverError, Exchange, Keyspace, Mix, Spec, payload, rng_for};
+use super::{Call, Driver, DriverError, Exchange, Keyspace, Mix, Spec, payload};
 
 /// The Redis driver.
 pub struct Redis {
@@ -25,7 +24,6 @@ pub struct Redis {
     w: RedisWorkload,
     mix: Mix,
     keys: Keyspace,
-    seed: u64,
 }
 
 fn describe(e: &RedisError) -> String {
@@ -127,9 +125,11 @@ impl Driver for Redis {
             client,
             conns,
             next: AtomicUsize::new(0),
-            mix: Mix::new(&[("get", w.mix.get), ("set", w.mix.set)]),
+            mix: Mix::new(
+                spec.recipe.workload.seed,
+                &[("get", w.mix.get), ("set", w.mix.set)],
+            ),
             keys: Keyspace::new(w.keys, w.key_distribution, w.zipf_exponent),
-            seed: spec.recipe.workload.seed,
             w,
         })
     }
@@ -177,13 +177,11 @@ impl Driver for Redis {
     }
 
     fn op(&self, seq: u64) -> &'static str {
-        let mut rng = rng_for(self.seed, seq);
-        self.mix.pick(rng.random())
+        self.mix.op(seq)
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
-        let mut rng = rng_for(self.seed, call.seq);
-        let op = self.mix.pick(rng.random());
+        let (op, mut rng) = self.mix.draw(call.seq);
         let index = self.keys.draw(&mut rng);
         let key = self.key(index);
         let slot = self.slot(call.worker);

@@ -7,14 +7,12 @@ use std::time::Duration;
 use aifb_core::recipe::S3Workload;
 use aifb_core::requests::error_class;
 use futures_util::{StreamExt, stream};
-use rand::RngExt;
 use rusty_s3::actions::{CreateBucket, DeleteObject, GetObject, HeadBucket, PutObject};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use super::http::{Expect, exchange};
 use super::{
     Call, Driver, DriverError, Exchange, Keyspace, Mix, Spec, describe, http_client, payload,
-    rng_for,
 };
 
 const SIGNATURE_LIFETIME: Duration = Duration::from_secs(3600);
@@ -27,7 +25,6 @@ pub struct S3 {
     w: S3Workload,
     mix: Mix,
     keys: Keyspace,
-    seed: u64,
     endpoint: String,
 }
 
@@ -134,9 +131,11 @@ impl Driver for S3 {
             client: http_client(spec.connections)?,
             bucket,
             creds,
-            mix: Mix::new(&[("put", w.mix.put), ("get", w.mix.get)]),
+            mix: Mix::new(
+                spec.recipe.workload.seed,
+                &[("put", w.mix.put), ("get", w.mix.get)],
+            ),
             keys: Keyspace::new(w.objects, w.key_distribution, w.zipf_exponent),
-            seed: spec.recipe.workload.seed,
             w,
             endpoint: spec.target.clone(),
         })
@@ -225,12 +224,11 @@ impl Driver for S3 {
     }
 
     fn op(&self, seq: u64) -> &'static str {
-        self.mix.pick(rng_for(self.seed, seq).random())
+        self.mix.op(seq)
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
-        let mut rng = rng_for(self.seed, call.seq);
-        let op = self.mix.pick(rng.random());
+        let (op, mut rng) = self.mix.draw(call.seq);
         let index = self.keys.draw(&mut rng);
         let key = self.key(index);
         let size = self.w.object_size;
