@@ -737,3 +737,91 @@ workload:
     );
     drop(cg);
 }
+
+#[test]
+fn the_validity_gate_fails_a_capped_open_loop_and_passes_a_sound_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Sound: bursty gamma arrivals well below what the simulator serves.
+    let sound = "name: sound
+service:
+  kind: simulator
+monitoring:
+  exporter:
+    enabled: false
+workload:
+  pattern: open
+  arrival: gamma
+  burstiness: 2
+  levels: [10]
+  warmup: 300ms
+  measure: 2s
+  cooldown: 0s
+  timeout: 5s
+  request:
+    max_tokens: 8
+";
+    std::fs::write(tmp.path().join("sound.yaml"), sound).unwrap();
+    let out = aifb(tmp.path(), &["run", "sound.yaml", "--out", "sound", "--ci"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&tmp.path().join("sound"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let stage = &summary["stages"][0];
+    assert_eq!(stage["valid"], true, "{stage}");
+    assert!(stage["achieved_ratio"].as_f64().unwrap() >= 0.99, "{stage}");
+    assert!(stage["scheduled"].as_u64().unwrap() > 0);
+
+    // Capped: at most 2 requests in flight, each ~130 ms long, but 60 arrivals per second.
+    // Arrivals queue in the client, their sends fall behind: the stage is invalid and the
+    // CI run exits 1, with every request kept.
+    let capped = sound
+        .replace("name: sound", "name: capped")
+        .replace(
+            "arrival: gamma\n  burstiness: 2\n  levels: [10]",
+            "arrival: constant\n  levels: [60]\n  max_in_flight: 2",
+        )
+        .replace("max_tokens: 8", "max_tokens: 32");
+    std::fs::write(tmp.path().join("capped.yaml"), capped).unwrap();
+    let out = aifb(
+        tmp.path(),
+        &["run", "capped.yaml", "--out", "capped", "--ci"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("invalid stage"), "{err}");
+    let run = only_run(&tmp.path().join("capped"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let stage = &summary["stages"][0];
+    assert_eq!(stage["valid"], false, "{stage}");
+    let reasons = stage["invalid_reasons"].to_string();
+    assert!(
+        reasons.contains("schedule lag") && reasons.contains("achieved/offered"),
+        "{reasons}"
+    );
+    let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
+    // Never more than 2 in flight: at each send, at most one other request is running.
+    for r in &rows {
+        let running = rows
+            .iter()
+            .filter(|o| {
+                o.t_sent < r.t_sent && o.t_end > r.t_sent && o.error.as_deref() != Some("cancelled")
+            })
+            .count();
+        assert!(running <= 1, "{running} others in flight at a send");
+    }
+    // Every scheduled arrival kept its slot: the lag grows as the queue does.
+    let lags: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.ok)
+        .map(|r| r.t_sent - r.t_intended)
+        .collect();
+    assert!(
+        lags.iter().max().unwrap() > &500_000_000,
+        "lag never built up"
+    );
+}

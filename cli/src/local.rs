@@ -186,7 +186,12 @@ async fn wait_service(
 
 /// Runs a recipe on this machine; `recipe_dir` is the recipe file's directory
 /// (`{recipe_dir}` in service commands).
-pub async fn run(recipe: &Recipe, recipe_dir: &Path, runs_root: &Path) -> Result<Outcome, Failure> {
+pub async fn run(
+    recipe: &Recipe,
+    recipe_dir: &Path,
+    runs_root: &Path,
+    ci: bool,
+) -> Result<Outcome, Failure> {
     let id = new_run_id();
     let dir = RunDir::new(runs_root.join(&id));
     dir.create()
@@ -235,7 +240,7 @@ pub async fn run(recipe: &Recipe, recipe_dir: &Path, runs_root: &Path) -> Result
         .map_err(|e| Failure::check(format!("signal handler: {e}")))?;
 
     let result = tokio::select! {
-        r = drive(&mut run, &lock) => r,
+        r = drive(&mut run, &lock, ci) => r,
         _ = term.recv() => Err(Failure { code: CANCELLED, message: "terminated before the workload started".into() }),
         _ = int.recv() => Err(Failure { code: CANCELLED, message: "interrupted before the workload started".into() }),
     };
@@ -312,7 +317,7 @@ pub async fn run(recipe: &Recipe, recipe_dir: &Path, runs_root: &Path) -> Result
 }
 
 /// Starts service, exporter and loadgen; returns the loadgen's index in `run.procs`.
-async fn drive(run: &mut Run, recipe: &Recipe) -> Result<usize, Failure> {
+async fn drive(run: &mut Run, recipe: &Recipe, ci: bool) -> Result<usize, Failure> {
     let logs = run.dir.logs();
     let svc = &recipe.service;
     let client = reqwest::Client::builder()
@@ -453,6 +458,9 @@ async fn drive(run: &mut Run, recipe: &Recipe) -> Result<usize, Failure> {
     ];
     for s in scrape {
         argv.extend(["--scrape".into(), s]);
+    }
+    if ci {
+        argv.push("--ci".into());
     }
     let lg =
         procs::spawn("loadgen", &argv, &logs, Output::Inherit, None).map_err(Failure::input)?;

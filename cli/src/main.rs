@@ -30,6 +30,10 @@ enum Command {
         /// Parent folder of run directories.
         #[arg(long, default_value = "runs")]
         out: PathBuf,
+        /// CI mode: exit 1 when a stage is invalid (the generator, not the service, set
+        /// its numbers; see workload.validity).
+        #[arg(long)]
+        ci: bool,
     },
     /// Check a recipe and print every problem with its path and line.
     Validate {
@@ -60,12 +64,12 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Run { recipe, out } => run(&recipe, out),
+        Command::Run { recipe, out, ci } => run(&recipe, out, ci),
     };
     exit::finish("aifb", result)
 }
 
-fn run(path: &std::path::Path, out: PathBuf) -> Result<(), Failure> {
+fn run(path: &std::path::Path, out: PathBuf, ci: bool) -> Result<(), Failure> {
     let recipe = load(path)?;
     if recipe.executor.kind == ExecutorKind::Slurm {
         return Err(Failure::input(format!(
@@ -90,7 +94,7 @@ fn run(path: &std::path::Path, out: PathBuf) -> Result<(), Failure> {
             })
             .and_then(|d| d.canonicalize().ok())
             .unwrap_or_else(|| PathBuf::from("."));
-        let outcome = local::run(&recipe, &recipe_dir, &out).await?;
+        let outcome = local::run(&recipe, &recipe_dir, &out, ci).await?;
         let report = if outcome.dir.requests().is_file() {
             Some(local::analyze(&outcome.dir.root).await)
         } else {

@@ -475,6 +475,55 @@ pub enum Arrival {
     Poisson,
     /// Evenly spaced arrivals.
     Constant,
+    /// Gamma-distributed inter-arrival times: bursts (`burstiness` > 1) or a steadier
+    /// stream (< 1) at the same mean rate.
+    Gamma,
+}
+
+/// Distribution of a closed-loop user's think time around `think_time`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ThinkDistribution {
+    /// Exactly `think_time`.
+    #[default]
+    Fixed,
+    /// Exponential with mean `think_time` (users acting independently).
+    Exponential,
+}
+
+/// When a stage's numbers describe the generator rather than the service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Validity {
+    /// Open loop: requests sent in the measured window over those scheduled in it.
+    #[serde(default = "d_min_achieved")]
+    pub min_achieved_ratio: f64,
+    /// Open loop: highest p99 of the schedule lag (intended start to send).
+    #[serde(default = "d_max_lag")]
+    pub max_schedule_lag_p99: HumanDuration,
+    /// Highest share of the machine's CPUs the generator may use while measuring.
+    #[serde(default = "d_max_cpu")]
+    pub max_generator_cpu: f64,
+}
+
+fn d_min_achieved() -> f64 {
+    0.99
+}
+fn d_max_lag() -> HumanDuration {
+    HumanDuration::millis(10)
+}
+fn d_max_cpu() -> f64 {
+    0.9
+}
+
+impl Default for Validity {
+    fn default() -> Self {
+        Self {
+            min_achieved_ratio: d_min_achieved(),
+            max_schedule_lag_p99: d_max_lag(),
+            max_generator_cpu: d_max_cpu(),
+        }
+    }
 }
 
 /// Request kind sent by the OpenAI driver.
@@ -509,9 +558,23 @@ pub struct Workload {
     /// Closed loop: pause of a user between a response and its next request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think_time: Option<HumanDuration>,
+    /// Closed loop: distribution of the think time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think_distribution: Option<ThinkDistribution>,
     /// Open loop: arrival process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrival: Option<Arrival>,
+    /// Open loop, `arrival: gamma`: coefficient of variation of the inter-arrival times
+    /// (1 is Poisson, 2 bursty, 0.5 steadier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burstiness: Option<f64>,
+    /// Open loop: most requests in flight; later arrivals wait in a client queue, and
+    /// that wait shows as schedule lag (never dropped, never silently deferred).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// When a stage is invalid (its numbers describe the generator, not the service).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub validity: Validity,
     /// Time at each level before measuring.
     #[serde(default = "d_warmup")]
     pub warmup: HumanDuration,
@@ -903,15 +966,52 @@ impl Recipe {
         }
         match w.pattern {
             Pattern::Closed => {
-                if w.arrival.is_some() {
-                    bad("workload.arrival", "only for pattern: open".into());
+                for (key, set) in [
+                    ("workload.arrival", w.arrival.is_some()),
+                    ("workload.burstiness", w.burstiness.is_some()),
+                    ("workload.max_in_flight", w.max_in_flight.is_some()),
+                ] {
+                    if set {
+                        bad(key, "only for pattern: open".into());
+                    }
                 }
             }
             Pattern::Open => {
-                if w.think_time.is_some() {
-                    bad("workload.think_time", "only for pattern: closed".into());
+                for (key, set) in [
+                    ("workload.think_time", w.think_time.is_some()),
+                    (
+                        "workload.think_distribution",
+                        w.think_distribution.is_some(),
+                    ),
+                ] {
+                    if set {
+                        bad(key, "only for pattern: closed".into());
+                    }
                 }
             }
+        }
+        if let Some(b) = w.burstiness {
+            if w.arrival != Some(Arrival::Gamma) {
+                bad("workload.burstiness", "only for arrival: gamma".into());
+            } else if !(b.is_finite() && b > 0.0) {
+                bad("workload.burstiness", format!("must be > 0, got {b}"));
+            }
+        }
+        if w.max_in_flight == Some(0) {
+            bad("workload.max_in_flight", "must be > 0".into());
+        }
+        let v = &w.validity;
+        if !(v.min_achieved_ratio.is_finite() && (0.0..=1.0).contains(&v.min_achieved_ratio)) {
+            bad(
+                "workload.validity.min_achieved_ratio",
+                format!("must be between 0 and 1, got {}", v.min_achieved_ratio),
+            );
+        }
+        if !(v.max_generator_cpu.is_finite() && v.max_generator_cpu > 0.0) {
+            bad(
+                "workload.validity.max_generator_cpu",
+                format!("must be > 0, got {}", v.max_generator_cpu),
+            );
         }
         if w.measure.get().is_zero() {
             bad("workload.measure", "must be > 0".into());
@@ -1124,9 +1224,13 @@ impl Recipe {
         match w.pattern {
             Pattern::Closed => {
                 w.think_time.get_or_insert(HumanDuration::default());
+                w.think_distribution.get_or_insert(ThinkDistribution::Fixed);
             }
             Pattern::Open => {
                 w.arrival.get_or_insert(Arrival::Poisson);
+                if w.arrival == Some(Arrival::Gamma) {
+                    w.burstiness.get_or_insert(1.0);
+                }
             }
         }
         r

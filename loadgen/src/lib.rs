@@ -5,12 +5,14 @@
 //! | [`sim`] | `loadgen sim`: the simulated OpenAI/vLLM server (batching model, HTTP, metrics) |
 //! | [`sse`] | incremental Server-Sent Events parser |
 //! | [`driver`] | one driver per service protocol (OpenAI/vLLM, Ollama, Redis, PostgreSQL, S3, ChromaDB, Qdrant, HTTP) behind one trait |
+//! | [`schedule`] | the open loop's arrival timeline (constant, Poisson, gamma) and think times |
 //! | [`sweep`] | stages, closed and open loops, phases |
 //! | [`sink`] | requests.parquet and per-stage HdrHistograms (summary.json) |
 //! | [`scrape`] | scrapes `/metrics` endpoints into metrics.parquet |
 //! | [`telemetry`] | the loadgen's own `aifb_loadgen_*` series |
 
 pub mod driver;
+pub mod schedule;
 pub mod scrape;
 pub mod sim;
 pub mod sink;

@@ -88,6 +88,10 @@ struct RunArgs {
     /// Write logs to this file; stderr then shows progress and warnings only.
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// CI mode: exit 1 when a stage is invalid (workload.validity), after writing
+    /// every file.
+    #[arg(long)]
+    ci: bool,
 }
 
 #[derive(clap::Args)]
@@ -501,7 +505,7 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         .map_err(|e| Failure::check(format!("scraper failed: {e}")))?;
 
     let cancelled = *cancel.borrow();
-    manifest.stages = windows.clone();
+    manifest.stages = windows.iter().map(|r| r.window.clone()).collect();
     manifest.status = if cancelled {
         RunStatus::Cancelled
     } else {
@@ -516,7 +520,15 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let samples = metrics_writer
         .finish(Some(&manifest_json))
         .map_err(Failure::check)?;
-    let summary = sink::summary(&manifest.id, pattern, &windows, &stats);
+    let cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let summary = sink::summary(
+        &manifest.id,
+        pattern,
+        &windows,
+        &stats,
+        &recipe.workload.validity,
+        cpus,
+    );
     let text = serde_json::to_string_pretty(&summary).map_err(|e| Failure::check(e.to_string()))?;
     write_atomic(&dir.summary(), text.as_bytes())
         .map_err(|e| Failure::check(format!("{}: {e}", dir.summary().display())))?;
@@ -532,6 +544,29 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     if let Some(e) = sink_failure.or(scrape_failure) {
         return Err(Failure::check(e));
     }
+    let invalid: Vec<String> = summary["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["valid"] == false)
+        .map(|s| {
+            let reasons: Vec<&str> = s["invalid_reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str())
+                .collect();
+            format!(
+                "stage {} ({}): {}",
+                s["stage"],
+                s["level"],
+                reasons.join("; ")
+            )
+        })
+        .collect();
+    for line in &invalid {
+        tracing::warn!("invalid {line}");
+    }
     let ok: u64 = summary["stages"].as_array().map_or(0, |s| {
         s.iter().filter_map(|s| s["measured_ok"].as_u64()).sum()
     });
@@ -543,6 +578,14 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
             .unwrap_or_else(|| "none".into());
         return Err(Failure::check(format!(
             "no measured request succeeded (errors: {first_error}); data kept in {}",
+            dir.root.display()
+        )));
+    }
+    if args.ci && !cancelled && !invalid.is_empty() {
+        return Err(Failure::check(format!(
+            "{} invalid stage(s), first {}; data kept in {}",
+            invalid.len(),
+            invalid[0],
             dir.root.display()
         )));
     }

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aifb_core::requests::{RequestRecord, RequestWriter};
-use aifb_core::run::StageWindow;
+use aifb_core::recipe::Validity;
+use aifb_core::requests::{RequestRecord, RequestWriter, error_class};
+
+use crate::sweep::StageRun;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -30,6 +32,8 @@ pub struct StageStats {
     lag: Histogram<u64>,
     ok_ends: Vec<i64>,
     output_tokens_ends: Vec<(i64, u32)>,
+    /// Send times of every request that was sent (cancelled ones never were).
+    sent: Vec<i64>,
 }
 
 impl StageStats {
@@ -46,6 +50,7 @@ impl StageStats {
             lag: micros(),
             ok_ends: Vec::new(),
             output_tokens_ends: Vec::new(),
+            sent: Vec::new(),
         }
     }
 
@@ -54,6 +59,9 @@ impl StageStats {
         self.requests += 1;
         if let Some(e) = r.error {
             *self.errors.entry(e).or_default() += 1;
+        }
+        if r.error != Some(error_class::CANCELLED) {
+            self.sent.push(r.t_sent);
         }
         if r.ok {
             self.ok_ends.push(r.t_end);
@@ -96,17 +104,64 @@ fn quantiles(h: &Histogram<u64>) -> Value {
     })
 }
 
-/// The summary of a run: one object per stage.
+/// What the validity gate looks at in one stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageEvidence {
+    /// Open loop: requests sent in the measured window over those scheduled in it.
+    pub achieved_ratio: Option<f64>,
+    /// Open loop: p99 of the schedule lag, seconds.
+    pub schedule_lag_p99: Option<f64>,
+    /// Share of the machine's CPUs the generator used while measuring.
+    pub generator_cpu: Option<f64>,
+    /// Successful requests in the measured window.
+    pub measured_ok: u64,
+}
+
+/// Why a stage's numbers describe the generator rather than the service; empty when the
+/// stage is valid.
+pub fn invalid_reasons(e: &StageEvidence, v: &Validity) -> Vec<String> {
+    let mut out = Vec::new();
+    if e.measured_ok == 0 {
+        out.push("no request succeeded in the measured window".to_string());
+    }
+    if let Some(r) = e.achieved_ratio.filter(|r| *r < v.min_achieved_ratio) {
+        out.push(format!(
+            "achieved/offered rate {r:.3} < {}: the generator did not send its schedule",
+            v.min_achieved_ratio
+        ));
+    }
+    let max_lag = v.max_schedule_lag_p99.get().as_secs_f64();
+    if let Some(l) = e.schedule_lag_p99.filter(|l| *l > max_lag) {
+        out.push(format!(
+            "schedule lag p99 {:.2} ms > {:.2} ms: requests left late",
+            l * 1e3,
+            max_lag * 1e3
+        ));
+    }
+    if let Some(c) = e.generator_cpu.filter(|c| *c > v.max_generator_cpu) {
+        out.push(format!(
+            "the generator used {:.0} % of the CPUs (limit {:.0} %): it may be the bottleneck",
+            c * 100.0,
+            v.max_generator_cpu * 100.0
+        ));
+    }
+    out
+}
+
+/// The summary of a run: one object per stage, with its validity.
 pub fn summary(
     run_id: &str,
     pattern: &str,
-    windows: &[StageWindow],
+    runs: &[StageRun],
     stats: &BTreeMap<u32, StageStats>,
+    validity: &Validity,
+    cpus: f64,
 ) -> Value {
     let empty = StageStats::new();
-    let stages: Vec<Value> = windows
+    let stages: Vec<Value> = runs
         .iter()
-        .map(|w| {
+        .map(|run| {
+            let w = &run.window;
             let s = stats.get(&w.stage).unwrap_or(&empty);
             let secs = w.measure_secs();
             let in_window = |t: i64| t >= w.measure_start_ns && t < w.measure_end_ns;
@@ -118,6 +173,22 @@ pub fn summary(
                 .map(|(_, n)| u64::from(*n))
                 .sum();
             let per_s = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
+            let sent = s.sent.iter().filter(|&&t| in_window(t)).count() as f64;
+            let open = w.rate.is_some();
+            let evidence = StageEvidence {
+                achieved_ratio: run
+                    .scheduled
+                    .filter(|&n| n > 0)
+                    .map(|n| (sent / n as f64).min(1.0)),
+                schedule_lag_p99: (open && !s.lag.is_empty())
+                    .then(|| s.lag.value_at_quantile(0.99) as f64 / 1e6),
+                generator_cpu: run
+                    .generator_cpu_s
+                    .filter(|_| secs > 0.0 && cpus > 0.0)
+                    .map(|c| c / (secs * cpus)),
+                measured_ok: s.measured_ok,
+            };
+            let reasons = invalid_reasons(&evidence, validity);
             json!({
                 "stage": w.stage,
                 "level": w.level(),
@@ -135,6 +206,11 @@ pub fn summary(
                 "ttft_s": quantiles(&s.ttft),
                 "tpot_s": quantiles(&s.tpot),
                 "schedule_lag_s": quantiles(&s.lag),
+                "scheduled": run.scheduled,
+                "achieved_ratio": evidence.achieved_ratio,
+                "generator_cpu": evidence.generator_cpu,
+                "valid": reasons.is_empty(),
+                "invalid_reasons": reasons,
             })
         })
         .collect();
@@ -169,5 +245,64 @@ impl StageStats {
     /// Error classes and their counts.
     pub fn error_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.errors.iter().map(|(k, v)| (*k, *v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_invalidates_a_stage() {
+        let v = Validity::default();
+        let good = StageEvidence {
+            achieved_ratio: Some(0.995),
+            schedule_lag_p99: Some(0.002),
+            generator_cpu: Some(0.3),
+            measured_ok: 100,
+        };
+        assert!(invalid_reasons(&good, &v).is_empty());
+        let cases = [
+            (
+                StageEvidence {
+                    achieved_ratio: Some(0.95),
+                    ..good
+                },
+                "achieved/offered",
+            ),
+            (
+                StageEvidence {
+                    schedule_lag_p99: Some(0.05),
+                    ..good
+                },
+                "schedule lag",
+            ),
+            (
+                StageEvidence {
+                    generator_cpu: Some(0.97),
+                    ..good
+                },
+                "CPUs",
+            ),
+            (
+                StageEvidence {
+                    measured_ok: 0,
+                    ..good
+                },
+                "no request succeeded",
+            ),
+        ];
+        for (e, want) in cases {
+            let r = invalid_reasons(&e, &v);
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert!(r[0].contains(want), "{r:?}");
+        }
+        // Closed loops have no schedule: only success and CPU apply.
+        let closed = StageEvidence {
+            achieved_ratio: None,
+            schedule_lag_p99: None,
+            ..good
+        };
+        assert!(invalid_reasons(&closed, &v).is_empty());
     }
 }

@@ -11,13 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aifb_core::clock::RunClock;
-use aifb_core::recipe::{Arrival, Pattern, Workload};
+use aifb_core::recipe::{Pattern, Workload};
 use aifb_core::requests::{RequestRecord, error_class};
 use aifb_core::run::StageWindow;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use rand_distr::{Distribution, Exp};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::driver::{Call, Driver, Exchange};
@@ -219,6 +216,7 @@ async fn closed_user<D: Driver>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ready = first;
+    let mut sent = 0u64;
     if first > w.start {
         tokio::select! {
             _ = tokio::time::sleep_until(first.into()) => {}
@@ -233,7 +231,14 @@ async fn closed_user<D: Driver>(
         if next == Next::Stop {
             return;
         }
-        ready = Instant::now() + think;
+        let pause = crate::schedule::think(
+            ctx.workload.think_distribution.unwrap_or_default(),
+            think,
+            ctx.workload.seed,
+            (u64::from(worker) << 32) | sent,
+        );
+        sent += 1;
+        ready = Instant::now() + pause;
         if next == Next::Backoff {
             ready += CONNECTION_ERROR_BACKOFF;
         }
@@ -246,71 +251,89 @@ async fn closed_user<D: Driver>(
     }
 }
 
-/// The open loop's arrival schedule of one stage.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    arrival: Arrival,
-    rate: f64,
-    seed: u64,
-}
-
+/// Sends every arrival of the stage's timeline at its time. With `max_in_flight`, an
+/// arrival that finds every slot busy waits in the client queue (counted by
+/// `aifb_loadgen_client_queue`); its `t_intended` stays its slot, so the wait shows as
+/// schedule lag and in the response time.
 async fn open_dispatcher<D: Driver>(
     ctx: Arc<Context<D>>,
     stage: StageInfo,
     w: Windows,
-    schedule: Schedule,
+    timeline: &[Duration],
+    slots: Option<Arc<Semaphore>>,
     mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<bool>,
 ) {
-    let Schedule {
-        arrival,
-        rate,
-        seed,
-    } = schedule;
-    let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(stage.index) << 32));
-    let exp = Exp::new(rate).ok();
-    let mut at = w.start;
-    let mut worker = 0u32;
-    loop {
-        let gap = match (arrival, &exp) {
-            (Arrival::Poisson, Some(e)) => e.sample(&mut rng),
-            _ => 1.0 / rate,
-        };
-        // A rate so low that the next arrival lies beyond any representable time ends
-        // the stage's schedule.
-        let Some(next) = Duration::try_from_secs_f64(gap)
-            .ok()
-            .and_then(|g| at.checked_add(g))
-        else {
-            return;
-        };
-        at = next;
-
-        if at >= w.end {
-            return;
-        }
+    for (n, offset) in timeline.iter().enumerate() {
+        let at = w.start + *offset;
         tokio::select! {
             _ = tokio::time::sleep_until(at.into()) => {}
             _ = stopped(&mut stop) => return,
         }
-        let request = one(ctx.clone(), stage, w, worker, at, stop.clone());
-        tasks.spawn(async move { request.await != Next::Stop });
-        worker = worker.wrapping_add(1);
+        let worker = u32::try_from(n).unwrap_or(u32::MAX);
+        let ctx = ctx.clone();
+        let slots = slots.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let _permit = match slots {
+                Some(s) => {
+                    ctx.telemetry.client_queue.inc();
+                    let p = s.acquire_owned().await;
+                    ctx.telemetry.client_queue.dec();
+                    p.ok()
+                }
+                None => None,
+            };
+            one(ctx, stage, w, worker, at, stop).await != Next::Stop
+        });
         // Reap finished tasks so the set stays small.
         while tasks.try_join_next().is_some() {}
     }
 }
 
+/// What one stage did, beyond its window: what the analysis and the validity gate need.
+#[derive(Debug, Clone)]
+pub struct StageRun {
+    /// Phase boundaries.
+    pub window: StageWindow,
+    /// Open loop: arrivals scheduled with an intended start in the measured window.
+    pub scheduled: Option<u64>,
+    /// CPU seconds the generator used during the measured window.
+    pub generator_cpu_s: Option<f64>,
+}
+
+/// CPU seconds (user + system) this process has used.
+fn process_cpu_seconds() -> Option<f64> {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a rusage into the pointer it is given.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: getrusage returned 0, so the struct is initialised.
+    let u = unsafe { u.assume_init() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(secs(u.ru_utime) + secs(u.ru_stime))
+}
+
+/// CPU seconds used between `from` and `to` (monotonic instants in the future).
+async fn cpu_between(from: Instant, to: Instant) -> Option<f64> {
+    tokio::time::sleep_until(from.into()).await;
+    let a = process_cpu_seconds()?;
+    tokio::time::sleep_until(to.into()).await;
+    Some(process_cpu_seconds()? - a)
+}
+
 /// Progress reporting hook: called when a stage starts, with its index, level and length.
 pub type OnStage<'a> = &'a (dyn Fn(u32, f64, Duration) + Sync);
 
-/// Runs every stage; returns the windows of the stages that ran (a cancelled run ends with
-/// a shortened last stage).
+/// Runs every stage; returns what each stage that ran did (a cancelled run ends with a
+/// shortened last stage).
 pub async fn run<D: Driver>(
     ctx: Arc<Context<D>>,
     mut cancel: watch::Receiver<bool>,
     on_stage: OnStage<'_>,
-) -> Vec<StageWindow> {
+) -> Vec<StageRun> {
     let wl = ctx.workload.clone();
     let mut windows = Vec::new();
     for (i, &level) in wl.levels.iter().enumerate() {
@@ -345,6 +368,8 @@ pub async fn run<D: Driver>(
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks: JoinSet<bool> = JoinSet::new();
         let mut cancelled = false;
+        let mut scheduled = None;
+        let cpu = tokio::spawn(cpu_between(w.measure_start, w.measure_end));
         match wl.pattern {
             Pattern::Closed => {
                 let think = wl.think_time.unwrap_or_default().get();
@@ -369,12 +394,24 @@ pub async fn run<D: Driver>(
                 }
             }
             Pattern::Open => {
-                let arrival = wl.arrival.unwrap_or_default();
+                let timeline = crate::schedule::arrivals(
+                    wl.arrival.unwrap_or_default(),
+                    level,
+                    wl.burstiness.unwrap_or(1.0),
+                    wl.seed,
+                    index,
+                    w.end - w.start,
+                );
+                let (from, to) = (w.measure_start - w.start, w.measure_end - w.start);
+                scheduled =
+                    Some(timeline.iter().filter(|t| **t >= from && **t < to).count() as u64);
+                let slots = wl
+                    .max_in_flight
+                    .map(|n| Arc::new(Semaphore::new(n as usize)));
                 tokio::select! {
-                                   _ = open_dispatcher(ctx.clone(), stage, w, Schedule { arrival, rate: level, seed: wl.seed }, stop_rx.clone(), &mut tasks)
-                => {}
-                                   _ = stopped(&mut cancel) => cancelled = true,
-                               }
+                    _ = open_dispatcher(ctx.clone(), stage, w, &timeline, slots, stop_rx.clone(), &mut tasks) => {}
+                    _ = stopped(&mut cancel) => cancelled = true,
+                }
             }
         }
         // Drain: let requests still running finish, up to the request timeout.
@@ -394,7 +431,7 @@ pub async fn run<D: Driver>(
         while tasks.join_next().await.is_some() {}
         let now = Instant::now();
         let c = &ctx.clock;
-        windows.push(StageWindow {
+        let window = StageWindow {
             stage: index,
             concurrency,
             rate,
@@ -402,6 +439,17 @@ pub async fn run<D: Driver>(
             measure_start_ns: c.unix_ns(w.measure_start.min(now)),
             measure_end_ns: c.unix_ns(w.measure_end.min(now)),
             end_ns: c.unix_ns(now),
+        };
+        let generator_cpu_s = if cpu.is_finished() {
+            cpu.await.ok().flatten()
+        } else {
+            cpu.abort();
+            None
+        };
+        windows.push(StageRun {
+            window,
+            scheduled,
+            generator_cpu_s,
         });
         if cancelled {
             break;

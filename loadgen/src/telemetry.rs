@@ -35,6 +35,8 @@ pub struct Telemetry {
     pub schedule_lag: Family<OpLabel, Histogram>,
     /// `aifb_loadgen_in_flight`.
     pub in_flight: Gauge,
+    /// `aifb_loadgen_client_queue`: open-loop arrivals waiting for a `max_in_flight` slot.
+    pub client_queue: Gauge,
     /// `aifb_loadgen_offered_rate` (open loop, requests/s).
     pub offered_rate: Gauge<f64, AtomicU64>,
     /// `aifb_loadgen_target_concurrency` (closed loop, users).
@@ -69,6 +71,7 @@ impl Telemetry {
                 Histogram::new(exponential_buckets(0.00001, 2.0, 20))
             }),
             in_flight: Gauge::default(),
+            client_queue: Gauge::default(),
             offered_rate: Gauge::default(),
             target_concurrency: Gauge::default(),
             stage: Gauge::default(),
@@ -77,6 +80,11 @@ impl Telemetry {
             server_reported: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
+        registry.register(
+            "aifb_loadgen_client_queue",
+            "Open-loop arrivals waiting in the client queue for a max_in_flight slot",
+            t.client_queue.clone(),
+        );
         registry.register(
             "aifb_loadgen_server_reported_duration_seconds",
             "Durations the server reports in its answers (Ollama's total, load, prompt_eval and eval), by operation and phase",
