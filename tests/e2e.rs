@@ -9,7 +9,10 @@ use aifb_core::metrics;
 use aifb_core::recipe::Recipe;
 use aifb_core::requests;
 use aifb_core::run::{Manifest, RunStatus};
-use aifb_tests::{aifb, alive, bin, http_get, only_run, report_json, short_demo};
+use aifb_tests::{
+    Server, aifb, alive, bin, free_port, http_get, only_run, report_json, short_demo, wait_until,
+};
+use std::time::Duration;
 
 fn manifest(run: &Path) -> Manifest {
     Manifest::read(&run.join("run.json")).expect("run.json")
@@ -824,4 +827,155 @@ workload:
         lags.iter().max().unwrap() > &500_000_000,
         "lag never built up"
     );
+}
+
+#[test]
+fn shards_split_one_timeline_and_merge_back_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _sim = Server::start(
+        bin("loadgen"),
+        &["sim", "--listen", &format!("127.0.0.1:{port}")],
+        None,
+    );
+    wait_until("simulator", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let recipe = tmp.path().join("open.yaml");
+    std::fs::write(
+        &recipe,
+        "name: sharded
+service:
+  kind: simulator
+workload:
+  pattern: open
+  arrival: poisson
+  levels: [30, 60]
+  warmup: 300ms
+  measure: 1500ms
+  cooldown: 0s
+  timeout: 5s
+  request:
+    max_tokens: 4
+",
+    )
+    .unwrap();
+    let target = format!("http://127.0.0.1:{port}");
+    let run = |out: &str, shard: &str, start_at: f64| {
+        Command::new(bin("loadgen"))
+            .args([
+                "run",
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--target",
+                &target,
+                "--out",
+            ])
+            .arg(tmp.path().join(out))
+            .args(["--shard", shard, "--start-at", &start_at.to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let at = now() + 1.0;
+    let shards = [run("s0", "0/2", at), run("s1", "1/2", at)];
+    for mut s in shards {
+        assert!(s.wait().unwrap().success());
+    }
+    let mut single = run("single", "0/1", now());
+    assert!(single.wait().unwrap().success());
+
+    let out = Command::new(bin("loadgen"))
+        .args(["merge", "--out"])
+        .arg(tmp.path().join("merged"))
+        .arg(tmp.path().join("s0"))
+        .arg(tmp.path().join("s1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = |d: &str| {
+        requests::read(&tmp.path().join(d).join("requests.parquet"))
+            .unwrap()
+            .rows
+    };
+    let (merged, alone) = (rows("merged"), rows("single"));
+    for stage in [0u32, 1] {
+        let workers = |rs: &[requests::RequestRow]| {
+            let mut w: Vec<u32> = rs
+                .iter()
+                .filter(|r| r.stage == stage)
+                .map(|r| r.worker)
+                .collect();
+            w.sort_unstable();
+            w
+        };
+        // The shards sent exactly the single generator's arrivals, each once.
+        assert_eq!(workers(&merged), workers(&alone), "stage {stage}");
+        let clients: std::collections::BTreeSet<&str> = merged
+            .iter()
+            .filter(|r| r.stage == stage)
+            .map(|r| r.client.as_str())
+            .collect();
+        assert_eq!(
+            clients.into_iter().collect::<Vec<_>>(),
+            ["shard-0", "shard-1"]
+        );
+    }
+    assert!(merged.iter().all(|r| r.ok));
+    let ids: std::collections::BTreeSet<&str> =
+        merged.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        merged.len(),
+        "request ids are unique across shards"
+    );
+    // The merged summary is rebuilt from the rows, and its schedule adds up to the whole.
+    let summary = |d: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join(d).join("summary.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let (m, a) = (summary("merged"), summary("single"));
+    for i in 0..2 {
+        assert_eq!(
+            m["stages"][i]["scheduled"], a["stages"][i]["scheduled"],
+            "stage {i}"
+        );
+        let measured = merged
+            .iter()
+            .filter(|r| r.stage == i as u32 && r.phase == "measure")
+            .count();
+        assert_eq!(
+            m["stages"][i]["measured"].as_u64().unwrap() as usize,
+            measured
+        );
+        assert_eq!(
+            m["stages"][i]["latency_s"]["count"].as_u64().unwrap() as usize,
+            measured
+        );
+    }
+    let samples = aifb_core::metrics::read(&tmp.path().join("merged/metrics.parquet")).unwrap();
+    assert!(!samples.is_empty());
+
+    // Shards of different sweeps do not merge.
+    let bad = Command::new(bin("loadgen"))
+        .args(["merge", "--out"])
+        .arg(tmp.path().join("bad"))
+        .arg(tmp.path().join("s0"))
+        .arg(tmp.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("summary.json"));
 }

@@ -5,6 +5,7 @@
 //! | [`sim`] | `loadgen sim`: the simulated OpenAI/vLLM server (batching model, HTTP, metrics) |
 //! | [`sse`] | incremental Server-Sent Events parser |
 //! | [`driver`] | one driver per service protocol (OpenAI/vLLM, Ollama, Redis, PostgreSQL, S3, ChromaDB, Qdrant, HTTP) behind one trait |
+//! | [`merge`] | `loadgen merge`: one run directory from the shards of a multi-node run |
 //! | [`schedule`] | the open loop's arrival timeline (constant, Poisson, gamma) and think times |
 //! | [`sweep`] | stages, closed and open loops, phases |
 //! | [`sink`] | requests.parquet and per-stage HdrHistograms (summary.json) |
@@ -12,6 +13,7 @@
 //! | [`telemetry`] | the loadgen's own `aifb_loadgen_*` series |
 
 pub mod driver;
+pub mod merge;
 pub mod schedule;
 pub mod scrape;
 pub mod sim;

@@ -43,6 +43,8 @@ enum Command {
     Run(RunArgs),
     /// Serve the simulated OpenAI-compatible LLM server.
     Sim(SimArgs),
+    /// Join the run directories of the shards of one multi-node run into one.
+    Merge(MergeArgs),
     /// Wait until the service answers its driver's readiness check (HTTP health path,
     /// Redis PING, PostgreSQL SELECT 1, signed S3 HeadBucket); exit 0 when ready.
     Ready(ReadyArgs),
@@ -82,9 +84,10 @@ struct RunArgs {
     /// run.json to embed in the Parquet footers (default: OUT/run.json when present).
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// Name of this client in requests.parquet.
-    #[arg(long, default_value = "local")]
-    client: String,
+    /// Name of this client in requests.parquet (default `local`, or `shard-INDEX` with
+    /// --shard).
+    #[arg(long)]
+    client: Option<String>,
     /// Write logs to this file; stderr then shows progress and warnings only.
     #[arg(long)]
     log_file: Option<PathBuf>,
@@ -92,6 +95,38 @@ struct RunArgs {
     /// every file.
     #[arg(long)]
     ci: bool,
+    /// This generator's share of a multi-node run, as INDEX/COUNT (e.g. 0/4): it sends
+    /// the arrivals (open loop) or drives the users (closed loop) whose number modulo
+    /// COUNT is INDEX. `loadgen merge` joins the shards' directories.
+    #[arg(long, default_value = "0/1", value_parser = parse_shard)]
+    shard: (u32, u32),
+    /// Start the sweep at this Unix time (seconds), so that shards begin together.
+    #[arg(long)]
+    start_at: Option<f64>,
+}
+
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?}: expected INDEX/COUNT with INDEX < COUNT, e.g. 0/4");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u32, u32) = (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// The merged run directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Recipe whose workload.validity judges the merged stages (default thresholds
+    /// otherwise).
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// The shards' run directories.
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -159,7 +194,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_file = match &cli.command {
         Command::Run(a) => a.log_file.as_deref(),
-        Command::Sim(_) | Command::Ready(_) => None,
+        Command::Sim(_) | Command::Ready(_) | Command::Merge(_) => None,
     };
     if let Err(f) = init_logging(log_file) {
         return exit::finish("loadgen", Err(f));
@@ -183,6 +218,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Sim(args) => simulate(args).await,
             Command::Ready(args) => ready(args).await,
+            Command::Merge(args) => merge(args),
         }
     });
     exit::finish("loadgen", result)
@@ -316,6 +352,23 @@ fn check_target(recipe: &Recipe, target: &str) -> Result<(), Failure> {
     }
 }
 
+fn merge(args: MergeArgs) -> Result<(), Failure> {
+    let validity = match &args.recipe {
+        Some(p) => load_recipe(p)?.workload.validity,
+        None => Default::default(),
+    };
+    let m =
+        aifb_loadgen::merge::merge(&args.out, &args.shards, &validity).map_err(Failure::input)?;
+    println!(
+        "merged {} shards: {} requests, {} samples into {}",
+        args.shards.len(),
+        m.requests,
+        m.samples,
+        args.out.display()
+    );
+    Ok(())
+}
+
 async fn ready(args: ReadyArgs) -> Result<(), Failure> {
     let recipe = load_recipe(&args.recipe)?;
     check_target(&recipe, &args.target)?;
@@ -437,15 +490,20 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         scrape_stop_rx,
     ));
 
+    let client_name = args.client.clone().unwrap_or_else(|| match args.shard {
+        (_, 1) => "local".to_string(),
+        (i, _) => format!("shard-{i}"),
+    });
     let ctx = Arc::new(Context {
         driver,
         workload: recipe.workload.clone(),
         clock,
         telemetry: telemetry.clone(),
         records: record_tx,
-        client_name: args.client.clone(),
-        id_prefix: format!("{}-{}", manifest.id, args.client),
+        id_prefix: format!("{}-{client_name}", manifest.id),
+        client_name,
         sequence: Default::default(),
+        shard: args.shard,
     });
 
     let bar = ProgressBar::new(0);
@@ -490,6 +548,22 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
             }
         })
     };
+    if let Some(at) = args.start_at {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        match Duration::try_from_secs_f64(at - now) {
+            Ok(wait) => {
+                tracing::info!("waiting {:.3}s for --start-at", wait.as_secs_f64());
+                let mut cancel = cancel.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.wait_for(|c| *c) => {}
+                }
+            }
+            Err(_) => tracing::warn!("--start-at {at} has passed: starting now"),
+        }
+    }
     let windows = sweep::run(ctx.clone(), cancel.clone(), &on_stage).await;
     ticker.abort();
     bar.finish_and_clear();

@@ -36,8 +36,15 @@ pub struct StageStats {
     sent: Vec<i64>,
 }
 
+impl Default for StageStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl StageStats {
-    fn new() -> Self {
+    /// Empty aggregates.
+    pub fn new() -> Self {
         Self {
             requests: 0,
             measured: 0,
@@ -54,7 +61,8 @@ impl StageStats {
         }
     }
 
-    fn add(&mut self, r: &RequestRecord) {
+    /// Adds one finished request.
+    pub fn add(&mut self, r: &RequestRecord) {
         let us = |ns: i64| u64::try_from(ns / 1_000).unwrap_or(0).max(1);
         self.requests += 1;
         if let Some(e) = r.error {
@@ -225,7 +233,7 @@ pub async fn drain(
     let mut stats: BTreeMap<u32, StageStats> = BTreeMap::new();
     let mut failure = None;
     while let Some(r) = rx.recv().await {
-        stats.entry(r.stage).or_insert_with(StageStats::new).add(&r);
+        stats.entry(r.stage).or_default().add(&r);
         if failure.is_none()
             && let Err(e) = writer.push(r)
         {

@@ -38,6 +38,16 @@ pub struct Context<D> {
     pub id_prefix: String,
     /// Request counter.
     pub sequence: AtomicU64,
+    /// This generator's shard: `(index, count)`; `(0, 1)` when alone.
+    pub shard: (u32, u32),
+}
+
+impl<D> Context<D> {
+    /// True when user or arrival `n` belongs to this shard.
+    fn owns(&self, n: u64) -> bool {
+        let (index, count) = self.shard;
+        count <= 1 || n % u64::from(count) == u64::from(index)
+    }
 }
 
 /// Phase boundaries of one stage, in monotonic time.
@@ -259,12 +269,12 @@ async fn open_dispatcher<D: Driver>(
     ctx: Arc<Context<D>>,
     stage: StageInfo,
     w: Windows,
-    timeline: &[Duration],
+    timeline: &[(usize, Duration)],
     slots: Option<Arc<Semaphore>>,
     mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<bool>,
 ) {
-    for (n, offset) in timeline.iter().enumerate() {
+    for &(n, ref offset) in timeline {
         let at = w.start + *offset;
         tokio::select! {
             _ = tokio::time::sleep_until(at.into()) => {}
@@ -377,7 +387,7 @@ pub async fn run<D: Driver>(
                 // Users start spread over half the warmup (at most 2 s), so that equal-length
                 // requests do not stay in lock-step for the whole stage.
                 let spread = (wl.warmup.get() / 2).min(Duration::from_secs(2));
-                for u in 0..users {
+                for u in (0..users).filter(|u| ctx.owns(u64::from(*u))) {
                     let first = w.start + spread.mul_f64(f64::from(u) / f64::from(users.max(1)));
                     tasks.spawn({
                         let ctx = ctx.clone();
@@ -394,17 +404,26 @@ pub async fn run<D: Driver>(
                 }
             }
             Pattern::Open => {
-                let timeline = crate::schedule::arrivals(
+                // The whole sweep's timeline, of which this shard sends its share.
+                let timeline: Vec<(usize, Duration)> = crate::schedule::arrivals(
                     wl.arrival.unwrap_or_default(),
                     level,
                     wl.burstiness.unwrap_or(1.0),
                     wl.seed,
                     index,
                     w.end - w.start,
-                );
+                )
+                .into_iter()
+                .enumerate()
+                .filter(|(n, _)| ctx.owns(*n as u64))
+                .collect();
                 let (from, to) = (w.measure_start - w.start, w.measure_end - w.start);
-                scheduled =
-                    Some(timeline.iter().filter(|t| **t >= from && **t < to).count() as u64);
+                scheduled = Some(
+                    timeline
+                        .iter()
+                        .filter(|(_, t)| *t >= from && *t < to)
+                        .count() as u64,
+                );
                 let slots = wl
                     .max_in_flight
                     .map(|n| Arc::new(Semaphore::new(n as usize)));
