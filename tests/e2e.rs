@@ -979,3 +979,59 @@ workload:
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("summary.json"));
 }
+
+#[test]
+fn prompts_come_from_a_sharegpt_file_next_to_the_recipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Prompt i has i+2 words and its answer i+1 words: the simulator counts words as
+    // tokens and generates exactly max_tokens, so every row can be checked.
+    let mut lines = String::new();
+    for i in 0..5 {
+        let ask = vec!["why"; i + 2].join(" ");
+        let answer = vec!["because"; i + 1].join(" ");
+        lines.push_str(&serde_json::json!({"conversations": [{"from": "human", "value": ask}, {"from": "gpt", "value": answer}]}).to_string());
+        lines.push('\n');
+    }
+    std::fs::write(data.join("chats.jsonl"), lines).unwrap();
+    let recipe = "name: dataset
+service:
+  kind: simulator
+monitoring:
+  exporter:
+    enabled: false
+workload:
+  pattern: closed
+  levels: [2]
+  warmup: 200ms
+  measure: 1s
+  cooldown: 0s
+  request:
+    dataset: chats.jsonl
+";
+    std::fs::write(data.join("dataset.yaml"), recipe).unwrap();
+    let out = aifb(tmp.path(), &["run", "data/dataset.yaml", "--out", "runs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&tmp.path().join("runs"));
+    let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
+    assert!(rows.len() > 10);
+    let mut lengths = BTreeSet::new();
+    for r in rows.iter().filter(|r| r.ok) {
+        let (p, o) = (r.prompt_tokens.unwrap(), r.output_tokens.unwrap());
+        assert_eq!(p, o + 1, "{r:?}");
+        lengths.insert(p);
+    }
+    assert_eq!(lengths.into_iter().collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
+
+    // A broken dataset is one input error naming the file and line.
+    std::fs::write(data.join("chats.jsonl"), "{\"prompt\": \"fine\"}\n{oops\n").unwrap();
+    let out = aifb(tmp.path(), &["run", "data/dataset.yaml", "--out", "runs2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("chats.jsonl line 2"), "{err}");
+}

@@ -196,7 +196,14 @@ pub async fn run(
     let dir = RunDir::new(runs_root.join(&id));
     dir.create()
         .map_err(|e| Failure::input(format!("{}: {e}", dir.root.display())))?;
-    let lock = recipe.resolved();
+    let mut lock = recipe.resolved();
+    // The loadgen reads the lock from the run directory: paths relative to the recipe
+    // become absolute.
+    if let Some(d) = lock.workload.request.dataset.as_mut()
+        && d.is_relative()
+    {
+        *d = recipe_dir.join(&*d);
+    }
     std::fs::write(dir.lock(), lock.to_yaml())
         .map_err(|e| Failure::input(format!("{}: {e}", dir.lock().display())))?;
     let clock = RunClock::start();

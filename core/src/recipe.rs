@@ -649,6 +649,23 @@ pub struct RequestShape {
     /// Absent: on for `service.kind: vllm`, off otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuous_usage_stats: Option<bool>,
+    /// Prompt lengths drawn uniformly from `prompt_tokens` to this, per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_max: Option<u32>,
+    /// Output lengths drawn uniformly from `max_tokens` to this, per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_max: Option<u32>,
+    /// Words shared by the start of every prompt (prefix caching).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shared_prefix_tokens: u32,
+    /// Prompts from a file instead: JSONL (or a JSON array) of `{"prompt", "max_tokens"}`
+    /// or ShareGPT conversations. A relative path is relative to the recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<std::path::PathBuf>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn d_prompt() -> u32 {
@@ -667,6 +684,10 @@ impl Default for RequestShape {
             stream: true,
             ignore_eos: false,
             continuous_usage_stats: None,
+            prompt_tokens_max: None,
+            max_tokens_max: None,
+            shared_prefix_tokens: 0,
+            dataset: None,
         }
     }
 }
@@ -923,7 +944,10 @@ impl Recipe {
             bad("service.simulator.max_num_seqs", "must be > 0".into());
         }
         let w = &self.workload;
-        let per_request = u64::from(w.request.prompt_tokens) + u64::from(w.request.max_tokens);
+        let r = &w.request;
+        let per_request = u64::from(r.prompt_tokens_max.unwrap_or(r.prompt_tokens))
+            + u64::from(r.shared_prefix_tokens)
+            + u64::from(r.max_tokens_max.unwrap_or(r.max_tokens));
         if s.kind == ServiceKind::Simulator && sim.kv_cache_tokens < per_request {
             bad(
                 "service.simulator.kv_cache_tokens",
@@ -1021,6 +1045,26 @@ impl Recipe {
         }
         if w.request.max_tokens == 0 {
             bad("workload.request.max_tokens", "must be > 0".into());
+        }
+        if let Some(m) = w
+            .request
+            .prompt_tokens_max
+            .filter(|m| *m < w.request.prompt_tokens)
+        {
+            bad(
+                "workload.request.prompt_tokens_max",
+                format!("{m} is below prompt_tokens ({})", w.request.prompt_tokens),
+            );
+        }
+        if let Some(m) = w
+            .request
+            .max_tokens_max
+            .filter(|m| *m < w.request.max_tokens)
+        {
+            bad(
+                "workload.request.max_tokens_max",
+                format!("{m} is below max_tokens ({})", w.request.max_tokens),
+            );
         }
         self.validate_driver(&mut bad);
         if let Some(r) = self.slo.error_rate

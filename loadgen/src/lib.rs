@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`sim`] | `loadgen sim`: the simulated OpenAI/vLLM server (batching model, HTTP, metrics) |
 //! | [`sse`] | incremental Server-Sent Events parser |
+//! | [`dataset`] | each LLM request's prompt and output length: synthetic (fixed, ranges, shared prefix) or a ShareGPT/JSONL file |
 //! | [`driver`] | one driver per service protocol (OpenAI/vLLM, Ollama, Redis, PostgreSQL, S3, ChromaDB, Qdrant, HTTP) behind one trait |
 //! | [`merge`] | `loadgen merge`: one run directory from the shards of a multi-node run |
 //! | [`schedule`] | the open loop's arrival timeline (constant, Poisson, gamma) and think times |
@@ -12,6 +13,7 @@
 //! | [`scrape`] | scrapes `/metrics` endpoints into metrics.parquet |
 //! | [`telemetry`] | the loadgen's own `aifb_loadgen_*` series |
 
+pub mod dataset;
 pub mod driver;
 pub mod merge;
 pub mod schedule;

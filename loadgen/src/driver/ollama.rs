@@ -10,11 +10,11 @@ use aifb_core::recipe::{Operation, RequestShape};
 use aifb_core::requests::error_class;
 use serde_json::{Value, json};
 
-use super::openai::synthetic_prompt;
 use super::{
     Call, Driver, DriverError, Exchange, Spec, http_client, http_ping, read_stream, send,
     status_class,
 };
+use crate::dataset::Prompts;
 
 /// Splits an NDJSON byte stream into lines, whatever the read boundaries.
 #[derive(Debug, Default)]
@@ -144,12 +144,14 @@ pub struct Ollama {
     base: String,
     shape: RequestShape,
     model: String,
-    prompt: String,
+    prompts: Prompts,
 }
 
 impl Ollama {
-    fn body(&self) -> (&'static str, Value) {
-        let mut options = json!({"num_predict": self.shape.max_tokens});
+    fn body(&self, seq: u64) -> (&'static str, Value) {
+        let prompt = self.prompts.get(seq);
+        let text = prompt.text.as_ref();
+        let mut options = json!({"num_predict": prompt.max_tokens});
         if self.shape.ignore_eos {
             // Ollama has no ignore_eos; an empty stop list is the closest it offers.
             options["stop"] = json!([]);
@@ -157,11 +159,11 @@ impl Ollama {
         match self.shape.op {
             Operation::Chat => (
                 "/api/chat",
-                json!({"model": self.model, "messages": [{"role": "user", "content": self.prompt}], "stream": self.shape.stream, "options": options}),
+                json!({"model": self.model, "messages": [{"role": "user", "content": text}], "stream": self.shape.stream, "options": options}),
             ),
             Operation::Completion => (
                 "/api/generate",
-                json!({"model": self.model, "prompt": self.prompt, "stream": self.shape.stream, "options": options}),
+                json!({"model": self.model, "prompt": text, "stream": self.shape.stream, "options": options}),
             ),
         }
     }
@@ -175,7 +177,8 @@ impl Driver for Ollama {
             base: spec.target.clone(),
             shape: r.workload.request.clone(),
             model: r.service.model.clone(),
-            prompt: synthetic_prompt(r.workload.request.prompt_tokens, r.workload.seed),
+            prompts: Prompts::new(&r.workload.request, r.workload.seed)
+                .map_err(DriverError::permanent)?,
         })
     }
 
@@ -192,7 +195,7 @@ impl Driver for Ollama {
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
-        let (path, body) = self.body();
+        let (path, body) = self.body(call.seq);
         let payload = body.to_string();
         let mut x = Exchange::start(self.shape.op.name(), payload.len() as u64);
         let req = self

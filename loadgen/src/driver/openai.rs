@@ -13,6 +13,7 @@ use super::{
     Call, Driver, DriverError, Exchange, Spec, classify, http_client, http_ping, read_stream, send,
     status_class,
 };
+use crate::dataset::{Prompt, Prompts};
 use crate::sse::SseParser;
 
 /// The OpenAI driver.
@@ -22,7 +23,7 @@ pub struct OpenAi {
     base: String,
     shape: RequestShape,
     model: String,
-    prompt: String,
+    prompts: Prompts,
     health: Option<String>,
     token: Option<String>,
 }
@@ -37,7 +38,7 @@ impl Driver for OpenAi {
         Ok(OpenAi {
             client: http_client(spec.connections)?,
             base: spec.target.clone(),
-            prompt: synthetic_prompt(shape.prompt_tokens, r.workload.seed),
+            prompts: Prompts::new(&shape, r.workload.seed).map_err(DriverError::permanent)?,
             shape,
             model: r.service.model.clone(),
             health: r.service.health_path(),
@@ -64,7 +65,7 @@ impl Driver for OpenAi {
             &self.base,
             &self.shape,
             &self.model,
-            &self.prompt,
+            self.prompts.get(call.seq),
             call,
             self.token.as_deref(),
         )
@@ -76,46 +77,20 @@ impl Driver for OpenAi {
     }
 }
 
-/// A prompt of exactly `tokens` whitespace-separated words (one token each for the
-/// simulator; close to one token per word for real tokenizers).
-pub fn synthetic_prompt(tokens: u32, seed: u64) -> String {
-    const WORDS: [&str; 16] = [
-        "benchmark",
-        "the",
-        "service",
-        "under",
-        "steady",
-        "load",
-        "and",
-        "report",
-        "latency",
-        "for",
-        "every",
-        "request",
-        "with",
-        "tokens",
-        "per",
-        "second",
-    ];
-    let mut out = String::with_capacity(tokens as usize * 8);
-    for i in 0..tokens as u64 {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(WORDS[((i.wrapping_mul(7).wrapping_add(seed)) % WORDS.len() as u64) as usize]);
-    }
-    out
-}
-
 /// Path and JSON body of a request.
-pub fn request_body(shape: &RequestShape, model: &str, prompt: &str) -> (&'static str, Value) {
+pub fn request_body(
+    shape: &RequestShape,
+    model: &str,
+    prompt: &str,
+    max_tokens: u32,
+) -> (&'static str, Value) {
     let mut body = match shape.op {
         Operation::Chat => {
             json!({"model": model, "messages": [{"role": "user", "content": prompt}]})
         }
         Operation::Completion => json!({"model": model, "prompt": prompt}),
     };
-    body["max_tokens"] = json!(shape.max_tokens);
+    body["max_tokens"] = json!(max_tokens);
     if shape.stream {
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
@@ -208,11 +183,11 @@ pub async fn exchange(
     base_url: &str,
     shape: &RequestShape,
     model: &str,
-    prompt: &str,
+    prompt: Prompt<'_>,
     call: Call<'_>,
     token: Option<&str>,
 ) -> Exchange {
-    let (path, body) = request_body(shape, model, prompt);
+    let (path, body) = request_body(shape, model, &prompt.text, prompt.max_tokens);
     let payload = body.to_string();
     let mut x = Exchange::start(shape.op.name(), payload.len() as u64);
     let url = format!("{base_url}{path}");
@@ -231,7 +206,7 @@ pub async fn exchange(
     x.end = Instant::now();
     if x.prompt_tokens.is_none() {
         x.prompt_tokens =
-            Some(u32::try_from(prompt.split_whitespace().count()).unwrap_or(u32::MAX));
+            Some(u32::try_from(prompt.text.split_whitespace().count()).unwrap_or(u32::MAX));
     }
     x
 }
@@ -307,6 +282,7 @@ mod tests {
 
     #[test]
     fn prompt_has_exact_word_count() {
+        use crate::dataset::synthetic_prompt;
         assert_eq!(synthetic_prompt(64, 3).split_whitespace().count(), 64);
         assert_eq!(synthetic_prompt(0, 3), "");
     }
@@ -338,7 +314,7 @@ mod tests {
     #[test]
     fn body_asks_for_usage_when_streaming() {
         let shape = RequestShape::default();
-        let (path, body) = request_body(&shape, "m", "a b");
+        let (path, body) = request_body(&shape, "m", "a b", 64);
         assert_eq!(path, "/v1/chat/completions");
         assert_eq!(body["stream_options"]["include_usage"], json!(true));
         assert_eq!(body["max_tokens"], json!(64));
