@@ -30,6 +30,16 @@ fn monitoring_off() -> &'static str {
     "monitoring:\n  exporter:\n    enabled: false\n"
 }
 
+/// `environment.service_version` of a run's manifest.
+fn service_version(run: &Path) -> String {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    m["environment"]["service_version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn count(rows: &[RequestRow], op: &str) -> usize {
     rows.iter().filter(|r| r.op == op).count()
 }
@@ -89,7 +99,13 @@ service:
     );
     let (out, run) = run_recipe(dir.path(), "redis", &recipe);
     assert!(out.status.success(), "{}", stderr(&out));
-    let rows = request_rows(&run.unwrap());
+    let run = run.unwrap();
+    assert!(
+        service_version(&run).starts_with("redis "),
+        "{}",
+        service_version(&run)
+    );
+    let rows = request_rows(&run);
     assert_all_ok(&rows);
     let (gets, sets) = (count(&rows, "get"), count(&rows, "set"));
     assert_eq!(gets + sets, rows.len());
@@ -287,7 +303,13 @@ service:
     );
     let (out, run) = run_recipe(dir.path(), "pg", &recipe);
     assert!(out.status.success(), "{}", stderr(&out));
-    let rows = request_rows(&run.unwrap());
+    let run = run.unwrap();
+    assert!(
+        service_version(&run).starts_with("postgresql "),
+        "{}",
+        service_version(&run)
+    );
+    let rows = request_rows(&run);
     assert_all_ok(&rows);
     let tpcb = count(&rows, "tpcb");
     assert!(tpcb > 10 && count(&rows, "select") > 10);
@@ -710,6 +732,14 @@ service:
         let run = run.unwrap();
         let rows = request_rows(&run);
         assert_all_ok(&rows);
+        // The manifest records what the server said it serves.
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+        assert_eq!(
+            manifest["environment"]["service_models"],
+            serde_json::json!(["sim-llm"]),
+            "{kind}"
+        );
         if kind == "ollama" {
             // Ollama's own durations, from its final NDJSON line, reach metrics.parquet.
             let samples = aifb_core::metrics::read(&run.join("metrics.parquet")).unwrap();

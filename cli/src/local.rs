@@ -307,6 +307,15 @@ pub async fn run(
             .filter_map(|s| serde_json::from_value(s["window"].clone()).ok())
             .collect();
         run.manifest.stages = stages;
+        if let Some(s) = v["service"]["version"].as_str() {
+            run.manifest.environment.service_version = Some(s.to_string());
+        }
+        if let Some(models) = v["service"]["models"].as_array() {
+            run.manifest.environment.service_models = models
+                .iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect();
+        }
     }
     run.manifest.finished_at = Some(rfc3339(clock.now_ns()));
     run.manifest.status = match &failure {

@@ -164,6 +164,9 @@ pub struct Environment {
     /// Service version, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_version: Option<String>,
+    /// Models the service said it serves (`/v1/models`, Ollama `/api/tags`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_models: Vec<String>,
 }
 
 impl Environment {
@@ -190,6 +193,7 @@ impl Environment {
             gpu: None,
             gpu_driver: None,
             service_version: None,
+            service_models: Vec::new(),
         }
     }
 }

@@ -419,6 +419,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
 async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result<(), Failure> {
     let driver = D::connect(&spec).await.map_err(driver_failure)?;
     driver.setup().await.map_err(driver_failure)?;
+    let identity = driver.identity().await;
     let dir = RunDir::new(&args.out);
     std::fs::create_dir_all(&dir.root)
         .map_err(|e| Failure::input(format!("--out {}: {e}", dir.root.display())))?;
@@ -450,6 +451,10 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         Pattern::Open => "open",
     };
     manifest.pattern = pattern.into();
+    if let Some(v) = &identity.version {
+        manifest.environment.service_version = Some(v.clone());
+    }
+    manifest.environment.service_models = identity.models.clone();
     manifest.workload_hash = Some(recipe.workload_hash());
 
     let telemetry = Arc::new(Telemetry::new());
@@ -603,6 +608,11 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         &recipe.workload.validity,
         cpus,
     );
+    let mut summary = summary;
+    summary["service"] = serde_json::json!({
+        "version": manifest.environment.service_version,
+        "models": manifest.environment.service_models,
+    });
     let text = serde_json::to_string_pretty(&summary).map_err(|e| Failure::check(e.to_string()))?;
     write_atomic(&dir.summary(), text.as_bytes())
         .map_err(|e| Failure::check(format!("{}: {e}", dir.summary().display())))?;

@@ -180,6 +180,19 @@ impl Driver for Chroma {
         exchange(req, op, sent, Expect::Success, call, check).await
     }
 
+    async fn identity(&self) -> super::Identity {
+        let version = super::get_json(
+            &self.api.client,
+            &format!("{}/api/v2/version", self.api.base),
+        )
+        .await
+        .and_then(|v| v.as_str().map(|s| format!("chroma api {s}")));
+        super::Identity {
+            version,
+            models: Vec::new(),
+        }
+    }
+
     async fn teardown(&self) -> Result<(), DriverError> {
         if self.w.teardown {
             let path = format!("{PREFIX}/{}", self.w.collection);

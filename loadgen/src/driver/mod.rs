@@ -197,8 +197,36 @@ pub trait Driver: Sized + Send + Sync + 'static {
     fn op(&self, seq: u64) -> &'static str;
     /// Sends one request and follows it to its end.
     fn call(&self, call: Call<'_>) -> impl Future<Output = Exchange> + Send;
+    /// What the service says of itself: its version and the models it serves (best
+    /// effort; recorded in the run manifest).
+    fn identity(&self) -> impl Future<Output = Identity> + Send {
+        async { Identity::default() }
+    }
     /// Removes what `setup` created, when the recipe asks for it.
     fn teardown(&self) -> impl Future<Output = Result<(), DriverError>> + Send;
+}
+
+/// What a service says of itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Version string.
+    pub version: Option<String>,
+    /// Models served.
+    pub models: Vec<String>,
+}
+
+/// GETs JSON from `url` (two seconds at most); `None` on any failure.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    let r = client
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
 }
 
 /// The random source of request `seq`: the same seed and sequence number always make the

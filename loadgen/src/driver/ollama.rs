@@ -226,6 +226,23 @@ impl Driver for Ollama {
         x
     }
 
+    async fn identity(&self) -> super::Identity {
+        let models = super::get_json(&self.client, &format!("{}/api/tags", self.base))
+            .await
+            .and_then(|v| {
+                v["models"].as_array().map(|d| {
+                    d.iter()
+                        .filter_map(|m| m["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        let version = super::get_json(&self.client, &format!("{}/api/version", self.base))
+            .await
+            .and_then(|v| v["version"].as_str().map(|s| format!("ollama {s}")));
+        super::Identity { version, models }
+    }
+
     async fn teardown(&self) -> Result<(), DriverError> {
         Ok(())
     }

@@ -72,6 +72,24 @@ impl Driver for OpenAi {
         .await
     }
 
+    async fn identity(&self) -> super::Identity {
+        let models = super::get_json(&self.client, &format!("{}/v1/models", self.base))
+            .await
+            .and_then(|v| {
+                v["data"].as_array().map(|d| {
+                    d.iter()
+                        .filter_map(|m| m["id"].as_str().map(str::to_string))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        // vLLM answers /version; other servers may not.
+        let version = super::get_json(&self.client, &format!("{}/version", self.base))
+            .await
+            .and_then(|v| v["version"].as_str().map(|s| format!("vllm {s}")));
+        super::Identity { version, models }
+    }
+
     async fn teardown(&self) -> Result<(), DriverError> {
         Ok(())
     }

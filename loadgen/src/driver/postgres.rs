@@ -298,6 +298,19 @@ impl Driver for Postgres {
         }
     }
 
+    async fn identity(&self) -> super::Identity {
+        let version = self
+            .admin
+            .query_one("SHOW server_version", &[])
+            .await
+            .ok()
+            .map(|r| format!("postgresql {}", r.get::<_, String>(0)));
+        super::Identity {
+            version,
+            models: Vec::new(),
+        }
+    }
+
     async fn teardown(&self) -> Result<(), DriverError> {
         if self.w.teardown && self.w.schema == SchemaMode::Create {
             self.admin

@@ -156,6 +156,19 @@ impl Driver for Qdrant {
         exchange(req, op, sent, Expect::Success, call, Some(&check)).await
     }
 
+    async fn identity(&self) -> super::Identity {
+        let version = self
+            .api
+            .call(reqwest::Method::GET, "/", None)
+            .await
+            .ok()
+            .and_then(|(_, v)| v["version"].as_str().map(|s| format!("qdrant {s}")));
+        super::Identity {
+            version,
+            models: Vec::new(),
+        }
+    }
+
     async fn teardown(&self) -> Result<(), DriverError> {
         if self.w.teardown {
             self.api

@@ -229,6 +229,23 @@ impl Driver for Redis {
         x
     }
 
+    async fn identity(&self) -> super::Identity {
+        let mut version = None;
+        if let Some(mut c) = self.conn(0) {
+            let info: Result<String, _> =
+                redis::cmd("INFO").arg("server").query_async(&mut c).await;
+            version = info.ok().and_then(|i| {
+                i.lines()
+                    .find_map(|l| l.strip_prefix("redis_version:"))
+                    .map(|v| format!("redis {}", v.trim()))
+            });
+        }
+        super::Identity {
+            version,
+            models: Vec::new(),
+        }
+    }
+
     async fn teardown(&self) -> Result<(), DriverError> {
         Ok(())
     }
