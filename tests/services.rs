@@ -857,3 +857,137 @@ fn shipped_recipes_start_their_services() {
         );
     }
 }
+
+/// An OpenAI-compatible server that misbehaves in turn: request n gets a good stream
+/// (n mod 4 = 0), a reset connection (1), a garbage stream (2) or a stream that stalls
+/// past the request timeout (3).
+fn misbehaving_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut s) = conn else { continue };
+            std::thread::spawn(move || {
+                // Read the request head and body.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body_len = loop {
+                    let Ok(k) = s.read(&mut chunk) else { return };
+                    if k == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..k]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        break end + 4 + len;
+                    }
+                };
+                while buf.len() < body_len {
+                    let Ok(k) = s.read(&mut chunk) else { return };
+                    if k == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..k]);
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                let token = r#"data: {"choices":[{"index":0,"delta":{"content":" hi"},"finish_reason":null}]}"#;
+                let last = r#"data: {"choices":[{"index":0,"delta":{"content":" end"},"finish_reason":"length"}]}"#;
+                match n % 4 {
+                    0 => {
+                        let _ = write!(s, "{head}{token}\n\n{last}\n\ndata: [DONE]\n\n");
+                    }
+                    1 => {
+                        // The connection ends in the middle of the status line.
+                        let _ = s.write_all(b"HTTP/1.1 20");
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                    2 => {
+                        let _ = write!(s, "{head}{token}\n\ndata: {{not json at all\n\n");
+                    }
+                    _ => {
+                        let _ = write!(s, "{head}{token}\n\n");
+                        let _ = s.flush();
+                        std::thread::sleep(Duration::from_secs(3));
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_misbehaving_server_gets_every_failure_classified_and_every_row_kept() {
+    let port = misbehaving_server();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = format!(
+        "name: faults
+service:
+  kind: openai
+  endpoint: http://127.0.0.1:{port}
+  health:
+    path: /v1/models
+{}workload:
+  pattern: closed
+  levels: [2]
+  warmup: 0s
+  measure: 2s
+  cooldown: 0s
+  timeout: 500ms
+  request:
+    max_tokens: 2
+",
+        monitoring_off()
+    );
+    let recipe_path = dir.path().join("faults.yaml");
+    std::fs::write(&recipe_path, recipe).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = Command::new(bin("loadgen"))
+        .args(["run", "--recipe", recipe_path.to_str().unwrap(), "--target"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    // Some requests succeeded: the run completes.
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = aifb_core::requests::read(&out_dir.join("requests.parquet"))
+        .unwrap()
+        .rows;
+    let mut classes: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &rows {
+        *classes
+            .entry(r.error.clone().unwrap_or_else(|| "ok".into()))
+            .or_default() += 1;
+    }
+    for want in ["ok", "reset", "protocol", "timeout"] {
+        assert!(classes.contains_key(want), "no {want}: {classes:?}");
+    }
+    assert!(
+        classes
+            .keys()
+            .all(|k| ["ok", "reset", "protocol", "timeout", "cancelled"].contains(&k.as_str())),
+        "{classes:?}"
+    );
+    // A good stream's rows are complete; a stalled one kept its first token.
+    for r in rows.iter().filter(|r| r.ok) {
+        assert_eq!((r.output_tokens, r.chunks), (Some(2), Some(2)), "{r:?}");
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r.error.as_deref() == Some("timeout") && r.t_first_token.is_some())
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["stages"][0]["requests"].as_u64().unwrap() as usize,
+        rows.len()
+    );
+}
