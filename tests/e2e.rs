@@ -1035,3 +1035,31 @@ workload:
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("chats.jsonl line 2"), "{err}");
 }
+
+#[test]
+fn a_sweep_stops_at_the_first_level_that_misses_its_slo() {
+    let tmp = tempfile::tempdir().unwrap();
+    // short_demo's simulator batches 8 sequences: 1 and 2 users finish in about 0.3 s,
+    // 64 users queue for seconds. The sweep must stop after 64 and never run 128.
+    let recipe = short_demo("[1, 2, 64, 128]", "1s")
+        .replace("workload:\n", "workload:\n  stop_at_slo_miss: true\n")
+        + "slo:\n  e2e_p99: 800ms\nmonitoring:\n  exporter:\n    enabled: false\n";
+    std::fs::write(tmp.path().join("slo.yaml"), recipe).unwrap();
+    let out = aifb(tmp.path(), &["run", "slo.yaml", "--out", "runs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&tmp.path().join("runs"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let stages = summary["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 3, "{summary}");
+    assert_eq!(stages[0]["slo_missed"], serde_json::json!([]));
+    assert_eq!(stages[1]["slo_missed"], serde_json::json!([]));
+    let missed = stages[2]["slo_missed"].to_string();
+    assert!(missed.contains("e2e_p99"), "{missed}");
+    let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
+    assert!(rows.iter().all(|r| r.stage < 3));
+}

@@ -572,6 +572,10 @@ pub struct Workload {
     /// that wait shows as schedule lag (never dropped, never silently deferred).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u32>,
+    /// Stop the sweep after the first level that misses the recipe's `slo` (levels
+    /// ascending: the last level run is the first beyond the SLOs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_at_slo_miss: bool,
     /// When a stage is invalid (its numbers describe the generator, not the service).
     #[serde(default, skip_serializing_if = "is_default")]
     pub validity: Validity,
@@ -1020,6 +1024,16 @@ impl Recipe {
             } else if !(b.is_finite() && b > 0.0) {
                 bad("workload.burstiness", format!("must be > 0, got {b}"));
             }
+        }
+        if w.stop_at_slo_miss
+            && self.slo.ttft_p99.is_none()
+            && self.slo.e2e_p99.is_none()
+            && self.slo.error_rate.is_none()
+        {
+            bad(
+                "workload.stop_at_slo_miss",
+                "needs at least one objective in slo (ttft_p99, e2e_p99, error_rate)".into(),
+            );
         }
         if w.max_in_flight == Some(0) {
             bad("workload.max_in_flight", "must be > 0".into());

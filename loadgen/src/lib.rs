@@ -9,6 +9,7 @@
 //! | [`merge`] | `loadgen merge`: one run directory from the shards of a multi-node run |
 //! | [`schedule`] | the open loop's arrival timeline (constant, Poisson, gamma) and think times |
 //! | [`sweep`] | stages, closed and open loops, phases |
+//! | [`slo`] | per-stage p99s of the measured requests, to stop a sweep at the first level missing its SLOs |
 //! | [`sink`] | requests.parquet and per-stage HdrHistograms (summary.json) |
 //! | [`scrape`] | scrapes `/metrics` endpoints into metrics.parquet |
 //! | [`telemetry`] | the loadgen's own `aifb_loadgen_*` series |
@@ -20,6 +21,7 @@ pub mod schedule;
 pub mod scrape;
 pub mod sim;
 pub mod sink;
+pub mod slo;
 pub mod sse;
 pub mod sweep;
 pub mod telemetry;

@@ -509,6 +509,8 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         client_name,
         sequence: Default::default(),
         shard: args.shard,
+        slo: Default::default(),
+        objectives: recipe.slo.clone(),
     });
 
     let bar = ProgressBar::new(0);

@@ -100,6 +100,7 @@ fn merge_stages(shards: &[Vec<ShardStage>]) -> (Vec<StageRun>, BTreeMap<u32, f64
                     window: s.window.clone(),
                     scheduled: None,
                     generator_cpu_s: None,
+                    slo_missed: Vec::new(),
                 },
                 None,
             )

@@ -217,6 +217,7 @@ pub fn summary(
                 "scheduled": run.scheduled,
                 "achieved_ratio": evidence.achieved_ratio,
                 "generator_cpu": evidence.generator_cpu,
+                "slo_missed": run.slo_missed,
                 "valid": reasons.is_empty(),
                 "invalid_reasons": reasons,
             })

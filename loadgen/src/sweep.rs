@@ -40,6 +40,10 @@ pub struct Context<D> {
     pub sequence: AtomicU64,
     /// This generator's shard: `(index, count)`; `(0, 1)` when alone.
     pub shard: (u32, u32),
+    /// The running stage's measured p99s, for `workload.stop_at_slo_miss`.
+    pub slo: crate::slo::SloWatch,
+    /// The recipe's SLOs.
+    pub objectives: aifb_core::recipe::Slo,
 }
 
 impl<D> Context<D> {
@@ -184,6 +188,11 @@ async fn one<D: Driver>(
     if let Some(n) = x.prompt_tokens {
         t.prompt_tokens.get_or_create(&label).inc_by(u64::from(n));
     }
+    if w.phase(intended) == "measure" && x.error != Some(error_class::CANCELLED) {
+        let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        ctx.slo
+            .add(ok.then(|| (x.first_token.map(|f| ns(f - x.sent)), ns(x.end - x.sent))));
+    }
     let c = &ctx.clock;
     let record = RequestRecord {
         stage: stage.index,
@@ -310,6 +319,8 @@ pub struct StageRun {
     pub scheduled: Option<u64>,
     /// CPU seconds the generator used during the measured window.
     pub generator_cpu_s: Option<f64>,
+    /// The SLO objectives the stage missed (checked with `workload.stop_at_slo_miss`).
+    pub slo_missed: Vec<String>,
 }
 
 /// CPU seconds (user + system) this process has used.
@@ -379,6 +390,7 @@ pub async fn run<D: Driver>(
         let mut tasks: JoinSet<bool> = JoinSet::new();
         let mut cancelled = false;
         let mut scheduled = None;
+        ctx.slo.reset();
         let cpu = tokio::spawn(cpu_between(w.measure_start, w.measure_end));
         match wl.pattern {
             Pattern::Closed => {
@@ -465,12 +477,26 @@ pub async fn run<D: Driver>(
             cpu.abort();
             None
         };
+        let slo_missed = if wl.stop_at_slo_miss {
+            ctx.slo.missed(&ctx.objectives)
+        } else {
+            Vec::new()
+        };
+        let stop = !slo_missed.is_empty();
+        if stop {
+            tracing::warn!(
+                "stage {} misses its SLOs ({}): the sweep stops here",
+                index + 1,
+                slo_missed.join(", ")
+            );
+        }
         windows.push(StageRun {
             window,
             scheduled,
             generator_cpu_s,
+            slo_missed,
         });
-        if cancelled {
+        if cancelled || stop {
             break;
         }
     }
