@@ -1060,6 +1060,23 @@ fn a_sweep_stops_at_the_first_level_that_misses_its_slo() {
     assert_eq!(stages[1]["slo_missed"], serde_json::json!([]));
     let missed = stages[2]["slo_missed"].to_string();
     assert!(missed.contains("e2e_p99"), "{missed}");
+    // Goodput counts the successes within the SLO: all of them below saturation, few
+    // once requests queue for seconds.
+    let f = |i: usize, k: &str| stages[i][k].as_f64().unwrap();
+    for i in 0..2 {
+        assert_eq!(f(i, "goodput_rps"), f(i, "throughput_rps"), "stage {i}");
+    }
+    assert!(
+        f(2, "goodput_rps") < 0.5 * f(2, "throughput_rps"),
+        "{}",
+        stages[2]
+    );
+    // The per-user token rate is 1 / TPOT: the simulator's step time at 1 user.
+    let user = stages[0]["user_output_tokens_per_s"]["p50"]
+        .as_f64()
+        .unwrap();
+    let tpot = stages[0]["tpot_s"]["p50"].as_f64().unwrap();
+    assert!((user * tpot - 1.0).abs() < 0.01, "{user} x {tpot}");
     let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
     assert!(rows.iter().all(|r| r.stage < 3));
 }

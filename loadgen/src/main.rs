@@ -353,12 +353,15 @@ fn check_target(recipe: &Recipe, target: &str) -> Result<(), Failure> {
 }
 
 fn merge(args: MergeArgs) -> Result<(), Failure> {
-    let validity = match &args.recipe {
-        Some(p) => load_recipe(p)?.workload.validity,
+    let (validity, slo) = match &args.recipe {
+        Some(p) => {
+            let r = load_recipe(p)?;
+            (r.workload.validity, r.slo)
+        }
         None => Default::default(),
     };
-    let m =
-        aifb_loadgen::merge::merge(&args.out, &args.shards, &validity).map_err(Failure::input)?;
+    let m = aifb_loadgen::merge::merge(&args.out, &args.shards, &validity, &slo)
+        .map_err(Failure::input)?;
     println!(
         "merged {} shards: {} requests, {} samples into {}",
         args.shards.len(),
@@ -608,6 +611,7 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         &windows,
         &stats,
         &recipe.workload.validity,
+        &recipe.slo,
         cpus,
     );
     let mut summary = summary;

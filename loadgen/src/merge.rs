@@ -134,7 +134,12 @@ pub struct Merged {
 }
 
 /// Merges the shard run directories `shards` into `out`.
-pub fn merge(out: &Path, shards: &[PathBuf], validity: &Validity) -> Result<Merged, String> {
+pub fn merge(
+    out: &Path,
+    shards: &[PathBuf],
+    validity: &Validity,
+    slo: &aifb_core::recipe::Slo,
+) -> Result<Merged, String> {
     if shards.is_empty() {
         return Err("no shard directories given".into());
     }
@@ -187,7 +192,7 @@ pub fn merge(out: &Path, shards: &[PathBuf], validity: &Validity) -> Result<Merg
     }
     let samples = metrics.finish(Some(&manifest_json))?;
 
-    let mut summary = crate::sink::summary(&m.id, &patterns[0], &runs, &stats, validity, 1.0);
+    let mut summary = crate::sink::summary(&m.id, &patterns[0], &runs, &stats, validity, slo, 1.0);
     if let Some(list) = summary["stages"].as_array_mut() {
         for s in list {
             let stage = s["stage"].as_u64().and_then(|n| u32::try_from(n).ok());

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aifb_core::recipe::Validity;
+use aifb_core::recipe::{Slo, Validity};
 use aifb_core::requests::{RequestRecord, RequestWriter, error_class};
 
 use crate::sweep::StageRun;
@@ -30,7 +30,8 @@ pub struct StageStats {
     ttft: Histogram<u64>,
     tpot: Histogram<u64>,
     lag: Histogram<u64>,
-    ok_ends: Vec<i64>,
+    /// End, TTFT and latency (ns, from send) of every successful request.
+    ok_ends: Vec<(i64, Option<i64>, i64)>,
     output_tokens_ends: Vec<(i64, u32)>,
     /// Send times of every request that was sent (cancelled ones never were).
     sent: Vec<i64>,
@@ -72,7 +73,11 @@ impl StageStats {
             self.sent.push(r.t_sent);
         }
         if r.ok {
-            self.ok_ends.push(r.t_end);
+            self.ok_ends.push((
+                r.t_end,
+                r.t_first_token.map(|f| f - r.t_sent),
+                r.t_end - r.t_sent,
+            ));
             if let Some(n) = r.output_tokens {
                 self.output_tokens_ends.push((r.t_end, n));
             }
@@ -163,8 +168,12 @@ pub fn summary(
     runs: &[StageRun],
     stats: &BTreeMap<u32, StageStats>,
     validity: &Validity,
+    slo: &Slo,
     cpus: f64,
 ) -> Value {
+    let ttft_limit = slo.ttft_p99.map(|d| d.get().as_nanos() as i64);
+    let e2e_limit = slo.e2e_p99.map(|d| d.get().as_nanos() as i64);
+    let has_slo = ttft_limit.is_some() || e2e_limit.is_some();
     let empty = StageStats::new();
     let stages: Vec<Value> = runs
         .iter()
@@ -173,7 +182,24 @@ pub fn summary(
             let s = stats.get(&w.stage).unwrap_or(&empty);
             let secs = w.measure_secs();
             let in_window = |t: i64| t >= w.measure_start_ns && t < w.measure_end_ns;
-            let done = s.ok_ends.iter().filter(|&&t| in_window(t)).count();
+            let done = s.ok_ends.iter().filter(|(t, _, _)| in_window(*t)).count();
+            // Goodput: successes in the window whose own TTFT and latency meet the SLO
+            // limits; failures are never good.
+            let good = s
+                .ok_ends
+                .iter()
+                .filter(|(t, ttft, e2e)| {
+                    in_window(*t)
+                        && ttft_limit.is_none_or(|l| ttft.is_some_and(|v| v <= l))
+                        && e2e_limit.is_none_or(|l| *e2e <= l)
+                })
+                .count();
+            // Per-user token rate: 1 / TPOT, so its p50 is 1 / TPOT's p50 and its
+            // slowest decile 1 / TPOT's p90.
+            let per_user = (!s.tpot.is_empty()).then(|| {
+                let rate = |q: f64| 1e6 / s.tpot.value_at_quantile(q).max(1) as f64;
+                json!({"p50": rate(0.5), "p10": rate(0.9)})
+            });
             let tokens: u64 = s
                 .output_tokens_ends
                 .iter()
@@ -209,6 +235,8 @@ pub fn summary(
                 "errors": s.errors,
                 "throughput_rps": per_s(done as f64),
                 "output_tokens_per_s": per_s(tokens as f64),
+                "goodput_rps": has_slo.then(|| per_s(good as f64)),
+                "user_output_tokens_per_s": per_user,
                 "latency_s": quantiles(&s.latency),
                 "response_time_s": quantiles(&s.response),
                 "ttft_s": quantiles(&s.ttft),
