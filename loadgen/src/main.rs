@@ -473,7 +473,8 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let metrics = MetricsWriter::create(&dir.metrics()).map_err(Failure::input)?;
     let cancel = signal_watch();
     let (record_tx, record_rx) = mpsc::unbounded_channel();
-    let sink_task = tokio::spawn(sink::drain(record_rx, requests));
+    let plans = sink::Plans::default();
+    let sink_task = tokio::spawn(sink::drain(record_rx, requests, plans.clone()));
     let (scrape_stop_tx, scrape_stop_rx) = watch::channel(false);
     // The service's own metrics endpoint takes the same credentials as its API.
     let mut targets = args.scrape.clone();
@@ -514,6 +515,7 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         shard: args.shard,
         slo: Default::default(),
         objectives: recipe.slo.clone(),
+        plans,
     });
 
     let bar = ProgressBar::new(0);

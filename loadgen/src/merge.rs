@@ -160,6 +160,23 @@ pub fn merge(
     std::fs::create_dir_all(&dir.root).map_err(|e| format!("{}: {e}", dir.root.display()))?;
     let (runs, cpu) = merge_stages(&stages);
 
+    let nanos = |d: Option<aifb_core::duration::HumanDuration>| {
+        d.map(|d| i64::try_from(d.get().as_nanos()).unwrap_or(i64::MAX))
+    };
+    let plans: BTreeMap<u32, crate::sink::Plan> = runs
+        .iter()
+        .map(|r| {
+            let w = &r.window;
+            (
+                w.stage,
+                crate::sink::Plan {
+                    window: (w.measure_start_ns, w.measure_end_ns),
+                    ttft_limit: nanos(slo.ttft_p99),
+                    e2e_limit: nanos(slo.e2e_p99),
+                },
+            )
+        })
+        .collect();
     let mut manifest: Option<Manifest> = None;
     let mut requests = RequestWriter::create(&dir.requests())?;
     let mut stats: BTreeMap<u32, StageStats> = BTreeMap::new();
@@ -172,7 +189,12 @@ pub fn merge(
         }
         for row in file.rows {
             let r = record(row);
-            stats.entry(r.stage).or_default().add(&r);
+            stats
+                .entry(r.stage)
+                .or_insert_with(|| {
+                    StageStats::planned(plans.get(&r.stage).copied().unwrap_or_default())
+                })
+                .add(&r);
             requests.push(r)?;
         }
     }

@@ -18,6 +18,23 @@ fn micros() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// The measured window of a stage and the SLO limits, known when the stage starts: what
+/// the sink needs to count each request as it arrives, in memory that does not grow with
+/// the number of requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Measured window, Unix nanoseconds `[start, end)`.
+    pub window: (i64, i64),
+    /// TTFT limit of the SLO, nanoseconds.
+    pub ttft_limit: Option<i64>,
+    /// Latency limit of the SLO, nanoseconds.
+    pub e2e_limit: Option<i64>,
+}
+
+/// Plans of the stages, shared by the sweep (which writes one as a stage starts) and the
+/// sink (which reads it for the stage's first request).
+pub type Plans = std::sync::Arc<std::sync::Mutex<BTreeMap<u32, Plan>>>;
+
 /// Aggregates of one stage.
 #[derive(Debug)]
 pub struct StageStats {
@@ -30,11 +47,15 @@ pub struct StageStats {
     ttft: Histogram<u64>,
     tpot: Histogram<u64>,
     lag: Histogram<u64>,
-    /// End, TTFT and latency (ns, from send) of every successful request.
-    ok_ends: Vec<(i64, Option<i64>, i64)>,
-    output_tokens_ends: Vec<(i64, u32)>,
-    /// Send times of every request that was sent (cancelled ones never were).
-    sent: Vec<i64>,
+    plan: Plan,
+    /// Successes that ended in the measured window.
+    done: u64,
+    /// Of those, the ones within the SLO limits.
+    good: u64,
+    /// Output tokens of those.
+    tokens: u64,
+    /// Requests sent in the measured window (cancelled ones never were).
+    sent: u64,
 }
 
 impl Default for StageStats {
@@ -56,9 +77,19 @@ impl StageStats {
             ttft: micros(),
             tpot: micros(),
             lag: micros(),
-            ok_ends: Vec::new(),
-            output_tokens_ends: Vec::new(),
-            sent: Vec::new(),
+            plan: Plan::default(),
+            done: 0,
+            good: 0,
+            tokens: 0,
+            sent: 0,
+        }
+    }
+
+    /// Empty aggregates of a stage with this plan.
+    pub fn planned(plan: Plan) -> Self {
+        Self {
+            plan,
+            ..Self::new()
         }
     }
 
@@ -69,17 +100,23 @@ impl StageStats {
         if let Some(e) = r.error {
             *self.errors.entry(e).or_default() += 1;
         }
-        if r.error != Some(error_class::CANCELLED) {
-            self.sent.push(r.t_sent);
+        let (from, to) = self.plan.window;
+        let in_window = |t: i64| t >= from && t < to;
+        if r.error != Some(error_class::CANCELLED) && in_window(r.t_sent) {
+            self.sent += 1;
         }
-        if r.ok {
-            self.ok_ends.push((
-                r.t_end,
-                r.t_first_token.map(|f| f - r.t_sent),
-                r.t_end - r.t_sent,
-            ));
-            if let Some(n) = r.output_tokens {
-                self.output_tokens_ends.push((r.t_end, n));
+        if r.ok && in_window(r.t_end) {
+            self.done += 1;
+            self.tokens += u64::from(r.output_tokens.unwrap_or(0));
+            // Goodput: a success whose own TTFT and latency meet the SLO limits.
+            let ttft = r.t_first_token.map(|f| f - r.t_sent);
+            let good = self
+                .plan
+                .ttft_limit
+                .is_none_or(|l| ttft.is_some_and(|v| v <= l))
+                && self.plan.e2e_limit.is_none_or(|l| r.t_end - r.t_sent <= l);
+            if good {
+                self.good += 1;
             }
         }
         if r.phase != "measure" {
@@ -171,9 +208,7 @@ pub fn summary(
     slo: &Slo,
     cpus: f64,
 ) -> Value {
-    let ttft_limit = slo.ttft_p99.map(|d| d.get().as_nanos() as i64);
-    let e2e_limit = slo.e2e_p99.map(|d| d.get().as_nanos() as i64);
-    let has_slo = ttft_limit.is_some() || e2e_limit.is_some();
+    let has_slo = slo.ttft_p99.is_some() || slo.e2e_p99.is_some();
     let empty = StageStats::new();
     let stages: Vec<Value> = runs
         .iter()
@@ -181,33 +216,14 @@ pub fn summary(
             let w = &run.window;
             let s = stats.get(&w.stage).unwrap_or(&empty);
             let secs = w.measure_secs();
-            let in_window = |t: i64| t >= w.measure_start_ns && t < w.measure_end_ns;
-            let done = s.ok_ends.iter().filter(|(t, _, _)| in_window(*t)).count();
-            // Goodput: successes in the window whose own TTFT and latency meet the SLO
-            // limits; failures are never good.
-            let good = s
-                .ok_ends
-                .iter()
-                .filter(|(t, ttft, e2e)| {
-                    in_window(*t)
-                        && ttft_limit.is_none_or(|l| ttft.is_some_and(|v| v <= l))
-                        && e2e_limit.is_none_or(|l| *e2e <= l)
-                })
-                .count();
             // Per-user token rate: 1 / TPOT, so its p50 is 1 / TPOT's p50 and its
             // slowest decile 1 / TPOT's p90.
             let per_user = (!s.tpot.is_empty()).then(|| {
                 let rate = |q: f64| 1e6 / s.tpot.value_at_quantile(q).max(1) as f64;
                 json!({"p50": rate(0.5), "p10": rate(0.9)})
             });
-            let tokens: u64 = s
-                .output_tokens_ends
-                .iter()
-                .filter(|(t, _)| in_window(*t))
-                .map(|(_, n)| u64::from(*n))
-                .sum();
             let per_s = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
-            let sent = s.sent.iter().filter(|&&t| in_window(t)).count() as f64;
+            let sent = s.sent as f64;
             let open = w.rate.is_some();
             let evidence = StageEvidence {
                 achieved_ratio: run
@@ -233,9 +249,9 @@ pub fn summary(
                 "measured": s.measured,
                 "measured_ok": s.measured_ok,
                 "errors": s.errors,
-                "throughput_rps": per_s(done as f64),
-                "output_tokens_per_s": per_s(tokens as f64),
-                "goodput_rps": has_slo.then(|| per_s(good as f64)),
+                "throughput_rps": per_s(s.done as f64),
+                "output_tokens_per_s": per_s(s.tokens as f64),
+                "goodput_rps": has_slo.then(|| per_s(s.good as f64)),
                 "user_output_tokens_per_s": per_user,
                 "latency_s": quantiles(&s.latency),
                 "response_time_s": quantiles(&s.response),
@@ -258,11 +274,22 @@ pub fn summary(
 pub async fn drain(
     mut rx: mpsc::UnboundedReceiver<RequestRecord>,
     mut writer: RequestWriter,
+    plans: Plans,
 ) -> (RequestWriter, BTreeMap<u32, StageStats>, Option<String>) {
     let mut stats: BTreeMap<u32, StageStats> = BTreeMap::new();
     let mut failure = None;
     while let Some(r) = rx.recv().await {
-        stats.entry(r.stage).or_default().add(&r);
+        stats
+            .entry(r.stage)
+            .or_insert_with(|| {
+                let plan = plans
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.get(&r.stage).copied())
+                    .unwrap_or_default();
+                StageStats::planned(plan)
+            })
+            .add(&r);
         if failure.is_none()
             && let Err(e) = writer.push(r)
         {

@@ -44,6 +44,8 @@ pub struct Context<D> {
     pub slo: crate::slo::SloWatch,
     /// The recipe's SLOs.
     pub objectives: aifb_core::recipe::Slo,
+    /// Where each stage's measured window is published for the sink.
+    pub plans: crate::sink::Plans,
 }
 
 impl<D> Context<D> {
@@ -391,6 +393,22 @@ pub async fn run<D: Driver>(
         let mut cancelled = false;
         let mut scheduled = None;
         ctx.slo.reset();
+        if let Ok(mut plans) = ctx.plans.lock() {
+            let nanos = |d: Option<aifb_core::duration::HumanDuration>| {
+                d.map(|d| i64::try_from(d.get().as_nanos()).unwrap_or(i64::MAX))
+            };
+            plans.insert(
+                index,
+                crate::sink::Plan {
+                    window: (
+                        ctx.clock.unix_ns(w.measure_start),
+                        ctx.clock.unix_ns(w.measure_end),
+                    ),
+                    ttft_limit: nanos(ctx.objectives.ttft_p99),
+                    e2e_limit: nanos(ctx.objectives.e2e_p99),
+                },
+            );
+        }
         let cpu = tokio::spawn(cpu_between(w.measure_start, w.measure_end));
         match wl.pattern {
             Pattern::Closed => {

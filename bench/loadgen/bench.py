@@ -1,0 +1,147 @@
+"""Loadgen against wrk and oha, open-loop precision and memory; prints markdown tables.
+
+usage: bench.py SECONDS LOADGEN
+"""
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SECS = float(sys.argv[1])
+LOADGEN = os.path.abspath(sys.argv[2])
+SERVER_CPU, CLIENT_CPU = "0", "1" if os.cpu_count() > 1 else "0"
+USERS = 50
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port):
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"port {port} did not open")
+
+
+def client(cmd):
+    """Runs a client pinned to CLIENT_CPU; returns (stdout, CPU seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(["taskset", "-c", CLIENT_CPU] + cmd, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        sys.exit(f"{cmd[0]} failed: {done.stderr.strip()[-800:]}")
+    return done.stdout, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def recipe(tmp, name, workload):
+    path = os.path.join(tmp, f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(f"""name: {name}
+service:
+  kind: http
+  endpoint: http://127.0.0.1:1
+workload:
+{workload}  http:
+    path: /health
+""")
+    return path
+
+
+def loadgen_run(tmp, name, workload, target, monitor=None):
+    out = os.path.join(tmp, f"out-{name}")
+    cmd = [LOADGEN, "run", "--recipe", recipe(tmp, name, workload), "--target", target, "--out", out,
+           "--log-file", os.path.join(tmp, f"{name}.log")]
+    if monitor is None:
+        _, cpu = client(cmd)
+        rss = None
+    else:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        p = subprocess.Popen(["taskset", "-c", CLIENT_CPU] + cmd)
+        rss = []
+        while p.poll() is None:
+            try:
+                with open(f"/proc/{p.pid}/status") as f:
+                    kb = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+                rss.append(kb / 1024)
+            except (OSError, AttributeError):
+                pass
+            time.sleep(1)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        if p.returncode != 0:
+            sys.exit(f"loadgen failed ({p.returncode})")
+    stage = json.load(open(os.path.join(out, "summary.json")))["stages"][0]
+    return stage, cpu, rss
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="aifb-bench-loadgen-")
+    port = free_port()
+    target = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(["taskset", "-c", SERVER_CPU, LOADGEN, "sim", "--listen", f"127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
+    try:
+        wait_port(port)
+        closed = f"  pattern: closed\n  levels: [{USERS}]\n  warmup: 1s\n  measure: {SECS}s\n  cooldown: 0s\n  timeout: 5s\n"
+        stage, cpu, _ = loadgen_run(tmp, "closed", closed, target)
+        rows.append(("loadgen (every request to Parquet)", stage["throughput_rps"], cpu / stage["requests"]))
+        out, cpu = client(["wrk", "-t1", f"-c{USERS}", f"-d{int(SECS)}s", f"{target}/health"])
+        rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        rows.append(("wrk 4.1 (-t1)", rps, cpu / total))
+        if shutil.which("oha"):
+            out, cpu = client(["oha", "-c", str(USERS), "-z", f"{int(SECS)}s", "--no-tui", "--output-format", "json",
+                               f"{target}/health"])
+            j = json.loads(out)
+            rps = j["summary"]["requestsPerSec"]
+            total = sum(j.get("statusCodeDistribution", {}).values())
+            rows.append(("oha", rps, cpu / max(total, 1)))
+        open_wl = f"  pattern: open\n  arrival: poisson\n  levels: [5000]\n  warmup: 1s\n  measure: {SECS}s\n  cooldown: 0s\n  timeout: 5s\n"
+        precision, _, _ = loadgen_run(tmp, "open", open_wl, target)
+        n = 1_000_000
+        rate = 20000
+        mem_wl = f"  pattern: open\n  arrival: poisson\n  levels: [{rate}]\n  warmup: 0s\n  measure: {n // rate}s\n  cooldown: 0s\n  timeout: 5s\n"
+        memory, _, rss = loadgen_run(tmp, "memory", mem_wl, target, monitor=True)
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)
+    print(f"machine: {os.cpu_count()} CPUs, {cpu}; server (loadgen sim /health) on CPU {SERVER_CPU}, "
+          f"clients on CPU {CLIENT_CPU}; {SECS:.0f} s per measurement")
+    print()
+    print(f"| client, {USERS} connections | req/s | CPU µs/req | req/s vs loadgen | CPU/req vs loadgen |")
+    print("|---|---:|---:|---:|---:|")
+    base = rows[0]
+    for name, rps, c in rows:
+        print(f"| {name} | {rps:,.0f} | {c * 1e6:.1f} | {rps / base[1]:.2f} | {c / base[2]:.2f} |")
+    print()
+    print("| open loop, Poisson | offered req/s | scheduled | achieved/offered | schedule lag p50 µs | p99 µs | valid |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    lag = precision["schedule_lag_s"]
+    print(f"| 5,000 req/s | 5,000 | {precision['scheduled']:,} | {precision['achieved_ratio']:.4f} | "
+          f"{lag['p50'] * 1e6:.0f} | {lag['p99'] * 1e6:.0f} | {precision['valid']} |")
+    print()
+    if rss:
+        print(f"| memory over {memory['requests']:,} requests at {rate:,}/s | RSS first s MB | RSS at 10 % MB | RSS last s MB | peak MB |")
+        print("|---|---:|---:|---:|---:|")
+        print(f"| loadgen | {rss[0]:.1f} | {rss[len(rss) // 10]:.1f} | {rss[-1]:.1f} | {max(rss):.1f} |")
+
+
+main()
