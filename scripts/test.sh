@@ -6,6 +6,8 @@
 #     driven by the loadgen,
 #   - ChromaDB (pip, in its own cached venv) and Garage, a real S3 store (built once with
 #     cargo into the cache by scripts/install-garage.sh, ~12 minutes the first time),
+#   - llama.cpp's llama-server and a small real model (built and fetched once into the
+#     cache by scripts/install-llama-server.sh, ~15 minutes the first time),
 #   - Chromium, which must render the HTML report,
 
 
@@ -64,6 +66,8 @@ export AIFB_CHROMA="$chroma_venv/bin/chroma"
 command -v strip >/dev/null || apt_install binutils
 GARAGE="$(scripts/install-garage.sh)"
 export GARAGE
+AIFB_LLAMA="$(scripts/install-llama-server.sh)"
+export AIFB_LLAMA
 
 say "format"
 cargo fmt --all -- --check
