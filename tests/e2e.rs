@@ -1080,3 +1080,48 @@ fn a_sweep_stops_at_the_first_level_that_misses_its_slo() {
     let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
     assert!(rows.iter().all(|r| r.stage < 3));
 }
+
+#[test]
+fn closed_loop_users_stop_after_their_quota() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = short_demo("[3, 5]", "1s")
+        .replace(
+            "workload:\n",
+            "workload:\n  requests_per_user: 2\n  ramp_up: 0s\n",
+        )
+        .replace("warmup: 1s", "warmup: 0s")
+        + "monitoring:\n  exporter:\n    enabled: false\n";
+    std::fs::write(tmp.path().join("quota.yaml"), recipe).unwrap();
+    let out = aifb(tmp.path(), &["run", "quota.yaml", "--out", "runs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&tmp.path().join("runs"));
+    let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
+    for (stage, users) in [(0u32, 3u32), (1, 5)] {
+        let mut per_user = std::collections::BTreeMap::new();
+        for r in rows.iter().filter(|r| r.stage == stage) {
+            *per_user.entry(r.worker).or_insert(0) += 1;
+        }
+        assert_eq!(per_user.len() as u32, users, "stage {stage}");
+        assert!(
+            per_user.values().all(|&n| n == 2),
+            "stage {stage}: {per_user:?}"
+        );
+    }
+    // With no ramp-up every user's first request is intended at the stage start.
+    let firsts: BTreeSet<i64> = rows
+        .iter()
+        .filter(|r| r.stage == 0)
+        .map(|r| r.t_intended)
+        .collect();
+    let min = *firsts.iter().next().unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.stage == 0 && r.t_intended == min)
+            .count(),
+        3
+    );
+}

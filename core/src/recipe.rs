@@ -558,6 +558,14 @@ pub struct Workload {
     /// Closed loop: pause of a user between a response and its next request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think_time: Option<HumanDuration>,
+    /// Closed loop: users start evenly spread over this time at the start of each stage
+    /// (default: half the warmup, at most 2 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_up: Option<HumanDuration>,
+    /// Closed loop: a user stops after this many requests in a stage (the stage still
+    /// lasts its time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_user: Option<u64>,
     /// Closed loop: distribution of the think time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think_distribution: Option<ThinkDistribution>,
@@ -1011,6 +1019,8 @@ impl Recipe {
                         "workload.think_distribution",
                         w.think_distribution.is_some(),
                     ),
+                    ("workload.ramp_up", w.ramp_up.is_some()),
+                    ("workload.requests_per_user", w.requests_per_user.is_some()),
                 ] {
                     if set {
                         bad(key, "only for pattern: closed".into());
@@ -1034,6 +1044,9 @@ impl Recipe {
                 "workload.stop_at_slo_miss",
                 "needs at least one objective in slo (ttft_p99, e2e_p99, error_rate)".into(),
             );
+        }
+        if w.requests_per_user == Some(0) {
+            bad("workload.requests_per_user", "must be > 0".into());
         }
         if w.max_in_flight == Some(0) {
             bad("workload.max_in_flight", "must be > 0".into());

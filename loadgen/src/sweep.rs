@@ -244,8 +244,9 @@ async fn closed_user<D: Driver>(
             _ = stopped(&mut stop) => return,
         }
     }
+    let quota = ctx.workload.requests_per_user;
     loop {
-        if *stop.borrow() || Instant::now() >= w.end {
+        if *stop.borrow() || Instant::now() >= w.end || quota.is_some_and(|q| sent >= q) {
             return;
         }
         let next = one(ctx.clone(), stage, w, worker, ready, stop.clone()).await;
@@ -414,9 +415,12 @@ pub async fn run<D: Driver>(
             Pattern::Closed => {
                 let think = wl.think_time.unwrap_or_default().get();
                 let users = concurrency.unwrap_or(0);
-                // Users start spread over half the warmup (at most 2 s), so that equal-length
-                // requests do not stay in lock-step for the whole stage.
-                let spread = (wl.warmup.get() / 2).min(Duration::from_secs(2));
+                // Users start spread over the ramp-up (default: half the warmup, at most
+                // 2 s), so that equal-length requests do not stay in lock-step.
+                let spread = wl.ramp_up.map_or_else(
+                    || (wl.warmup.get() / 2).min(Duration::from_secs(2)),
+                    |r| r.get(),
+                );
                 for u in (0..users).filter(|u| ctx.owns(u64::from(*u))) {
                     let first = w.start + spread.mul_f64(f64::from(u) / f64::from(users.max(1)));
                     tasks.spawn({
