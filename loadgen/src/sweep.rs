@@ -277,21 +277,48 @@ async fn closed_user<D: Driver>(
 /// arrival that finds every slot busy waits in the client queue (counted by
 /// `aifb_loadgen_client_queue`); its `t_intended` stays its slot, so the wait shows as
 /// schedule lag and in the response time.
+///
+/// The timeline is paced by its own OS thread: tokio's timer wheel ticks in milliseconds,
+/// while a thread's sleep ends within tens of microseconds of its deadline. The thread
+/// hands each due arrival to the runtime, which sends it.
 async fn open_dispatcher<D: Driver>(
     ctx: Arc<Context<D>>,
     stage: StageInfo,
     w: Windows,
-    timeline: &[(usize, Duration)],
+    timeline: Vec<(usize, Duration)>,
     slots: Option<Arc<Semaphore>>,
     mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<bool>,
 ) {
-    for &(n, ref offset) in timeline {
-        let at = w.start + *offset;
-        tokio::select! {
-            _ = tokio::time::sleep_until(at.into()) => {}
-            _ = stopped(&mut stop) => return,
+    let (due_tx, mut due) = mpsc::unbounded_channel::<(usize, Instant)>();
+    let halt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pacer = {
+        let halt = halt.clone();
+        let start = w.start;
+        std::thread::Builder::new()
+            .name("aifb-pacer".into())
+            .spawn(move || pace(start, &timeline, &halt, &due_tx))
+    };
+    if let Err(e) = pacer {
+        tracing::error!("cannot start the pacing thread: {e}");
+        return;
+    }
+    // Stops the pacer whichever way this function ends.
+    struct Halt(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Halt {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
         }
+    }
+    let _halt = Halt(halt);
+    loop {
+        let (n, at) = tokio::select! {
+            next = due.recv() => match next {
+                Some(x) => x,
+                None => return,
+            },
+            _ = stopped(&mut stop) => return,
+        };
         let worker = u32::try_from(n).unwrap_or(u32::MAX);
         let ctx = ctx.clone();
         let slots = slots.clone();
@@ -310,6 +337,33 @@ async fn open_dispatcher<D: Driver>(
         });
         // Reap finished tasks so the set stays small.
         while tasks.try_join_next().is_some() {}
+    }
+}
+
+/// Sleeps until each arrival of `timeline` (offsets from `start`) and sends it on `due`;
+/// ends at the timeline's end or when `halt` is set (checked at least every 5 ms).
+fn pace(
+    start: Instant,
+    timeline: &[(usize, Duration)],
+    halt: &std::sync::atomic::AtomicBool,
+    due: &mpsc::UnboundedSender<(usize, Instant)>,
+) {
+    const CHECK: Duration = Duration::from_millis(5);
+    for &(n, offset) in timeline {
+        let at = start + offset;
+        loop {
+            if halt.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= at {
+                break;
+            }
+            std::thread::sleep((at - now).min(CHECK));
+        }
+        if due.send((n, at)).is_err() {
+            return;
+        }
     }
 }
 
@@ -462,7 +516,7 @@ pub async fn run<D: Driver>(
                     .max_in_flight
                     .map(|n| Arc::new(Semaphore::new(n as usize)));
                 tokio::select! {
-                    _ = open_dispatcher(ctx.clone(), stage, w, &timeline, slots, stop_rx.clone(), &mut tasks) => {}
+                    _ = open_dispatcher(ctx.clone(), stage, w, timeline, slots, stop_rx.clone(), &mut tasks) => {}
                     _ = stopped(&mut cancel) => cancelled = true,
                 }
             }
