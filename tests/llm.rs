@@ -120,7 +120,9 @@ workload:
     // exactly what the server counted while the run lasted.
     for r in &rows {
         assert_eq!(r.output_tokens, Some(12), "{r:?}");
-        assert!(r.prompt_tokens.unwrap_or(0) >= 16, "{r:?}");
+        // llama-server's usage counts the prompt tokens it processed: after the first
+        // request most of the (identical) prompt comes from its cache.
+        assert!(r.prompt_tokens.unwrap_or(0) >= 1, "{r:?}");
         assert!(r.chunks.unwrap_or(0) >= 1);
     }
     let predicted = metric(&after, "llamacpp:tokens_predicted_total")
@@ -130,8 +132,10 @@ workload:
     let prompt_processed = metric(&after, "llamacpp:prompt_tokens_total")
         - metric(&before, "llamacpp:prompt_tokens_total");
     let prompt_sent: u32 = rows.iter().map(|r| r.prompt_tokens.unwrap_or(0)).sum();
-    // The server may reuse a cached prefix: it processes at most what usage reports.
-    assert!(prompt_processed > 0.0 && prompt_processed <= f64::from(prompt_sent));
+    assert_eq!(
+        prompt_processed as u32, prompt_sent,
+        "prompt tokens processed"
+    );
 
     // Time: each request's TTFT (from send) contains the server's prompt processing.
     let prompt_seconds = metric(&after, "llamacpp:prompt_seconds_total")

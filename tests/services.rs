@@ -903,8 +903,10 @@ fn misbehaving_server() -> u16 {
                         let _ = write!(s, "{head}{token}\n\n{last}\n\ndata: [DONE]\n\n");
                     }
                     1 => {
-                        // The connection ends in the middle of the status line.
-                        let _ = s.write_all(b"HTTP/1.1 20");
+                        // The connection ends in the middle of a chunk of the body.
+                        let _ = s.write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n40\r\ndata: {\"cho",
+                        );
                         let _ = s.shutdown(std::net::Shutdown::Both);
                     }
                     2 => {

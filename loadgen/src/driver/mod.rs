@@ -352,8 +352,19 @@ pub fn vector(id: u64, dim: u32) -> Vec<f32> {
 
 /// Sends an HTTP request, recording the first byte (response headers) and the status, or
 /// the error class when no response came.
+///
+/// A pooled keep-alive connection that the server has just closed (servers close idle or
+/// much-used connections) fails before any response byte; such a request is sent once more
+/// on a new connection, as browsers and HTTP clients do. The exchange keeps its first send
+/// time, so the retry's cost shows in the latency.
 pub async fn send(req: reqwest::RequestBuilder, x: &mut Exchange) -> Option<reqwest::Response> {
-    match req.send().await {
+    let again = req.try_clone();
+    let first = req.send().await;
+    let result = match (first, again) {
+        (Err(e), Some(again)) if classify(&e) == error_class::RESET => again.send().await,
+        (r, _) => r,
+    };
+    match result {
         Ok(r) => {
             x.first_byte = Some(Instant::now());
             x.status = Some(r.status().as_u16());
