@@ -278,8 +278,21 @@ fn sigterm_keeps_the_finished_requests() {
             && let Ok(m) = Manifest::read(&run.join("run.json"))
             && let Some(lg) = m.processes.iter().find(|p| p.role == "loadgen")
         {
-            let addr = std::fs::read_to_string(run.join("logs/loadgen.log")).unwrap_or_default();
-            if addr.contains("stage 2/") {
+            // Once the second stage runs, wait for requests in flight on the loadgen's own
+            // /metrics, so that some are cut short by the signal.
+            let log = std::fs::read_to_string(run.join("logs/loadgen.log")).unwrap_or_default();
+            let metrics = log
+                .lines()
+                .find_map(|l| l.split("loadgen metrics on ").nth(1))
+                .map(str::trim);
+            if log.contains("stage 2/")
+                && let Some(url) = metrics
+                && let Ok(text) = std::panic::catch_unwind(|| http_get(url))
+                && aifb_core::promtext::parse(&text)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|s| s.name == "aifb_loadgen_in_flight" && s.value > 0.0)
+            {
                 loadgen_pid = Some(lg.pid);
             }
         }
@@ -1124,4 +1137,59 @@ fn closed_loop_users_stop_after_their_quota() {
             .count(),
         3
     );
+}
+
+#[test]
+fn a_trace_replays_its_timestamps_and_prompts_at_each_speed() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Ten requests over 0.9 s; request i asks i + 1 words.
+    let offsets = [0.0, 0.05, 0.1, 0.3, 0.31, 0.32, 0.5, 0.7, 0.85, 0.9];
+    let mut lines = String::new();
+    for (i, t) in offsets.iter().enumerate() {
+        let prompt = vec!["replay"; i + 1].join(" ");
+        lines.push_str(&serde_json::json!({"timestamp": 1_700_000_000.0 + t, "prompt": prompt, "max_tokens": 2}).to_string());
+        lines.push('\n');
+    }
+    std::fs::write(tmp.path().join("trace.jsonl"), lines).unwrap();
+    let recipe = "name: trace
+service:
+  kind: simulator
+monitoring:
+  exporter:
+    enabled: false
+workload:
+  pattern: open
+  arrival: trace
+  trace: trace.jsonl
+  levels: [1, 2]
+  warmup: 0s
+  measure: 1500ms
+  cooldown: 0s
+";
+    std::fs::write(tmp.path().join("trace.yaml"), recipe).unwrap();
+    let out = aifb(tmp.path(), &["run", "trace.yaml", "--out", "runs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = only_run(&tmp.path().join("runs"));
+    let m = manifest(&run);
+    let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
+    for (stage, speed) in [(0u32, 1.0f64), (1, 2.0)] {
+        let start = m.stages[stage as usize].start_ns;
+        let mut mine: Vec<&requests::RequestRow> =
+            rows.iter().filter(|r| r.stage == stage).collect();
+        mine.sort_by_key(|r| r.worker);
+        assert_eq!(mine.len(), offsets.len(), "stage {stage}");
+        for (r, t) in mine.iter().zip(offsets) {
+            let want = (t / speed * 1e9) as i64;
+            assert!(
+                (r.t_intended - start - want).abs() < 1_000,
+                "stage {stage}: {r:?}"
+            );
+            assert_eq!(r.prompt_tokens, Some(r.worker + 1), "{r:?}");
+            assert_eq!(r.output_tokens, Some(2));
+        }
+    }
 }

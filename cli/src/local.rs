@@ -199,10 +199,16 @@ pub async fn run(
     let mut lock = recipe.resolved();
     // The loadgen reads the lock from the run directory: paths relative to the recipe
     // become absolute.
-    if let Some(d) = lock.workload.request.dataset.as_mut()
-        && d.is_relative()
+    for d in [
+        lock.workload.request.dataset.as_mut(),
+        lock.workload.trace.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
     {
-        *d = recipe_dir.join(&*d);
+        if d.is_relative() {
+            *d = recipe_dir.join(&*d);
+        }
     }
     std::fs::write(dir.lock(), lock.to_yaml())
         .map_err(|e| Failure::input(format!("{}: {e}", dir.lock().display())))?;

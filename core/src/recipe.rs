@@ -478,6 +478,9 @@ pub enum Arrival {
     /// Gamma-distributed inter-arrival times: bursts (`burstiness` > 1) or a steadier
     /// stream (< 1) at the same mean rate.
     Gamma,
+    /// The send times of a recorded trace (`workload.trace`); each level is a speed
+    /// factor (1 = as recorded, 2 = twice as fast).
+    Trace,
 }
 
 /// Distribution of a closed-loop user's think time around `think_time`.
@@ -576,6 +579,11 @@ pub struct Workload {
     /// (1 is Poisson, 2 bursty, 0.5 steadier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burstiness: Option<f64>,
+    /// Open loop, `arrival: trace`: JSONL, one request per line with its `timestamp`
+    /// (seconds) and, optionally, its `prompt` and `max_tokens`. A relative path is
+    /// relative to the recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<std::path::PathBuf>,
     /// Open loop: most requests in flight; later arrivals wait in a client queue, and
     /// that wait shows as schedule lag (never dropped, never silently deferred).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1044,6 +1052,14 @@ impl Recipe {
                 "workload.stop_at_slo_miss",
                 "needs at least one objective in slo (ttft_p99, e2e_p99, error_rate)".into(),
             );
+        }
+        match (w.arrival == Some(Arrival::Trace), w.trace.is_some()) {
+            (true, false) => bad(
+                "workload.arrival",
+                "arrival: trace needs workload.trace (the trace file)".into(),
+            ),
+            (false, true) => bad("workload.trace", "only for arrival: trace".into()),
+            _ => {}
         }
         if w.requests_per_user == Some(0) {
             bad("workload.requests_per_user", "must be > 0".into());

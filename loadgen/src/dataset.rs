@@ -161,7 +161,87 @@ pub fn load(path: &Path, default_max_tokens: u32) -> Result<Vec<(String, u32)>, 
     Ok(prompts)
 }
 
+/// A recorded trace: send offsets (seconds from the first request, non-decreasing) and, when
+/// every line has one, the requests' prompts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// Offsets of the sends, seconds.
+    pub offsets: Vec<f64>,
+    /// Prompt and output length of every request, when the trace has them.
+    pub prompts: Option<Vec<(String, u32)>>,
+}
+
+/// Reads a trace: JSONL of `{"timestamp": seconds, "prompt"?: …, "max_tokens"?: …}`.
+pub fn load_trace(path: &Path, default_max_tokens: u32) -> Result<Trace, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let mut times = Vec::new();
+    let mut prompts = Vec::new();
+    let mut without_prompt = None;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{} line {}", path.display(), i + 1);
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("{}: {e}", at()))?;
+        let t = v
+            .get("timestamp")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite())
+            .ok_or_else(|| format!("{}: needs a numeric \"timestamp\" (seconds)", at()))?;
+        if times.last().is_some_and(|&last: &f64| t < last) {
+            return Err(format!("{}: timestamps must not decrease", at()));
+        }
+        times.push(t);
+        match v.get("prompt").and_then(Value::as_str) {
+            Some(p) => {
+                let max = v
+                    .get("max_tokens")
+                    .and_then(Value::as_u64)
+                    .map_or(default_max_tokens, |m| u32::try_from(m).unwrap_or(u32::MAX));
+                prompts.push((p.to_string(), max.max(1)));
+            }
+            None => {
+                without_prompt.get_or_insert(i + 1);
+            }
+        }
+    }
+    let Some(&first) = times.first() else {
+        return Err(format!("{}: no request in the trace", path.display()));
+    };
+    let prompts = match (prompts.is_empty(), without_prompt) {
+        (true, _) => None,
+        (false, None) => Some(prompts),
+        (false, Some(line)) => {
+            return Err(format!(
+                "{} line {line}: has no \"prompt\" while other lines do",
+                path.display()
+            ));
+        }
+    };
+    Ok(Trace {
+        offsets: times.iter().map(|t| t - first).collect(),
+        prompts,
+    })
+}
+
 impl Prompts {
+    /// The prompts of a workload: the trace's when it replays one that has prompts, else
+    /// what `request` describes.
+    pub fn for_workload(w: &aifb_core::recipe::Workload) -> Result<Prompts, String> {
+        if w.arrival == Some(aifb_core::recipe::Arrival::Trace)
+            && let Some(path) = &w.trace
+            && let Some(prompts) = load_trace(path, w.request.max_tokens)?.prompts
+        {
+            return Ok(Prompts {
+                source: Source::Dataset(prompts),
+                max_tokens: w.request.max_tokens,
+                seed: w.seed,
+            });
+        }
+        Prompts::new(&w.request, w.seed)
+    }
+
     /// The prompts `shape` describes; reads its dataset when it names one.
     pub fn new(shape: &RequestShape, seed: u64) -> Result<Prompts, String> {
         let source = if let Some(path) = &shape.dataset {

@@ -420,6 +420,14 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
 }
 
 async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result<(), Failure> {
+    let trace = match (&recipe.workload.arrival, &recipe.workload.trace) {
+        (Some(aifb_core::recipe::Arrival::Trace), Some(path)) => Some(Arc::new(
+            aifb_loadgen::dataset::load_trace(path, recipe.workload.request.max_tokens)
+                .map_err(Failure::input)?
+                .offsets,
+        )),
+        _ => None,
+    };
     let driver = D::connect(&spec).await.map_err(driver_failure)?;
     driver.setup().await.map_err(driver_failure)?;
     let identity = driver.identity().await;
@@ -516,6 +524,7 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         slo: Default::default(),
         objectives: recipe.slo.clone(),
         plans,
+        trace,
     });
 
     let bar = ProgressBar::new(0);

@@ -25,7 +25,8 @@ pub fn arrivals(
     let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(stage) << 32));
     let mean = 1.0 / rate;
     let gap: Box<dyn FnMut(&mut StdRng) -> f64> = match arrival {
-        Arrival::Constant => Box::new(move |_| mean),
+        // A trace's timeline is the trace itself (see the sweep); evenly spaced here.
+        Arrival::Constant | Arrival::Trace => Box::new(move |_| mean),
         Arrival::Poisson => match Exp::new(rate) {
             Ok(e) => Box::new(move |r| e.sample(r)),
             Err(_) => Box::new(move |_| mean),

@@ -46,6 +46,8 @@ pub struct Context<D> {
     pub objectives: aifb_core::recipe::Slo,
     /// Where each stage's measured window is published for the sink.
     pub plans: crate::sink::Plans,
+    /// The replayed trace's send offsets, seconds (`arrival: trace`).
+    pub trace: Option<Arc<Vec<f64>>>,
 }
 
 impl<D> Context<D> {
@@ -130,6 +132,7 @@ async fn one<D: Driver>(
     let call = Call {
         seq: n,
         worker,
+        entry: ctx.trace.as_ref().map(|_| u64::from(worker)),
         request_id: &request_id,
         timeout: ctx.workload.timeout.get(),
     };
@@ -493,18 +496,28 @@ pub async fn run<D: Driver>(
             }
             Pattern::Open => {
                 // The whole sweep's timeline, of which this shard sends its share.
-                let timeline: Vec<(usize, Duration)> = crate::schedule::arrivals(
-                    wl.arrival.unwrap_or_default(),
-                    level,
-                    wl.burstiness.unwrap_or(1.0),
-                    wl.seed,
-                    index,
-                    w.end - w.start,
-                )
-                .into_iter()
-                .enumerate()
-                .filter(|(n, _)| ctx.owns(*n as u64))
-                .collect();
+                let length = w.end - w.start;
+                let offsets = match &ctx.trace {
+                    // A trace replays at `level` times its recorded speed.
+                    Some(t) => t
+                        .iter()
+                        .filter_map(|s| Duration::try_from_secs_f64(s / level).ok())
+                        .take_while(|d| *d < length)
+                        .collect(),
+                    None => crate::schedule::arrivals(
+                        wl.arrival.unwrap_or_default(),
+                        level,
+                        wl.burstiness.unwrap_or(1.0),
+                        wl.seed,
+                        index,
+                        length,
+                    ),
+                };
+                let timeline: Vec<(usize, Duration)> = offsets
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(n, _)| ctx.owns(*n as u64))
+                    .collect();
                 let (from, to) = (w.measure_start - w.start, w.measure_end - w.start);
                 scheduled = Some(
                     timeline

@@ -77,6 +77,8 @@ pub struct Call<'a> {
     pub seq: u64,
     /// User (closed loop) or arrival (open loop) index.
     pub worker: u32,
+    /// The trace entry this request replays (`arrival: trace`).
+    pub entry: Option<u64>,
     /// Request id, sent where the protocol allows (`x-request-id`).
     pub request_id: &'a str,
     /// The request's deadline.

@@ -177,8 +177,7 @@ impl Driver for Ollama {
             base: spec.target.clone(),
             shape: r.workload.request.clone(),
             model: r.service.model.clone(),
-            prompts: Prompts::new(&r.workload.request, r.workload.seed)
-                .map_err(DriverError::permanent)?,
+            prompts: Prompts::for_workload(&r.workload).map_err(DriverError::permanent)?,
         })
     }
 
@@ -195,7 +194,7 @@ impl Driver for Ollama {
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
-        let (path, body) = self.body(call.seq);
+        let (path, body) = self.body(call.entry.unwrap_or(call.seq));
         let payload = body.to_string();
         let mut x = Exchange::start(self.shape.op.name(), payload.len() as u64);
         let req = self

@@ -38,7 +38,7 @@ impl Driver for OpenAi {
         Ok(OpenAi {
             client: http_client(spec.connections)?,
             base: spec.target.clone(),
-            prompts: Prompts::new(&shape, r.workload.seed).map_err(DriverError::permanent)?,
+            prompts: Prompts::for_workload(&r.workload).map_err(DriverError::permanent)?,
             shape,
             model: r.service.model.clone(),
             health: r.service.health_path(),
@@ -65,7 +65,7 @@ impl Driver for OpenAi {
             &self.base,
             &self.shape,
             &self.model,
-            self.prompts.get(call.seq),
+            self.prompts.get(call.entry.unwrap_or(call.seq)),
             call,
             self.token.as_deref(),
         )
