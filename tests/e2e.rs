@@ -10,7 +10,8 @@ use aifb_core::recipe::Recipe;
 use aifb_core::requests;
 use aifb_core::run::{Manifest, RunStatus};
 use aifb_tests::{
-    Server, aifb, alive, bin, free_port, http_get, only_run, report_json, short_demo, wait_until,
+    Server, aifb, alive, bin, free_port, http_get, only_run, report_json, run_ok, short_demo,
+    summary_json, wait_until,
 };
 use std::time::Duration;
 
@@ -193,8 +194,7 @@ fn short_demo_run_keeps_every_contract() {
     let svg = std::fs::read_to_string(run.join("report/plots/throughput_latency.svg")).unwrap();
 
     assert!(svg.contains("<svg") && svg.contains("Throughput vs load"));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = summary_json(&run);
     assert_eq!(summary["stages"].as_array().unwrap().len(), levels.len());
 
     // The files open in pyarrow with the documented columns (when a Python with pyarrow is given).
@@ -784,8 +784,7 @@ workload:
         String::from_utf8_lossy(&out.stderr)
     );
     let run = only_run(&tmp.path().join("sound"));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = summary_json(&run);
     let stage = &summary["stages"][0];
     assert_eq!(stage["valid"], true, "{stage}");
     assert!(stage["achieved_ratio"].as_f64().unwrap() >= 0.99, "{stage}");
@@ -810,8 +809,7 @@ workload:
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("invalid stage"), "{err}");
     let run = only_run(&tmp.path().join("capped"));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = summary_json(&run);
     let stage = &summary["stages"][0];
     assert_eq!(stage["valid"], false, "{stage}");
     let reasons = stage["invalid_reasons"].to_string();
@@ -1057,16 +1055,8 @@ fn a_sweep_stops_at_the_first_level_that_misses_its_slo() {
     let recipe = short_demo("[1, 2, 64, 128]", "1s")
         .replace("workload:\n", "workload:\n  stop_at_slo_miss: true\n")
         + "slo:\n  e2e_p99: 800ms\nmonitoring:\n  exporter:\n    enabled: false\n";
-    std::fs::write(tmp.path().join("slo.yaml"), recipe).unwrap();
-    let out = aifb(tmp.path(), &["run", "slo.yaml", "--out", "runs"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = only_run(&tmp.path().join("runs"));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let run = run_ok(tmp.path(), "slo", &recipe);
+    let summary: serde_json::Value = summary_json(&run);
     let stages = summary["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 3, "{summary}");
     assert_eq!(stages[0]["slo_missed"], serde_json::json!([]));
@@ -1104,14 +1094,7 @@ fn closed_loop_users_stop_after_their_quota() {
         )
         .replace("warmup: 1s", "warmup: 0s")
         + "monitoring:\n  exporter:\n    enabled: false\n";
-    std::fs::write(tmp.path().join("quota.yaml"), recipe).unwrap();
-    let out = aifb(tmp.path(), &["run", "quota.yaml", "--out", "runs"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = only_run(&tmp.path().join("runs"));
+    let run = run_ok(tmp.path(), "quota", &recipe);
     let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
     for (stage, users) in [(0u32, 3u32), (1, 5)] {
         let mut per_user = std::collections::BTreeMap::new();
@@ -1166,14 +1149,7 @@ workload:
   measure: 1500ms
   cooldown: 0s
 ";
-    std::fs::write(tmp.path().join("trace.yaml"), recipe).unwrap();
-    let out = aifb(tmp.path(), &["run", "trace.yaml", "--out", "runs"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = only_run(&tmp.path().join("runs"));
+    let run = run_ok(tmp.path(), "trace", recipe);
     let m = manifest(&run);
     let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
     for (stage, speed) in [(0u32, 1.0f64), (1, 2.0)] {

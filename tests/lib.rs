@@ -224,3 +224,21 @@ pub fn request_rows(run: &Path) -> Vec<aifb_core::requests::RequestRow> {
         .expect("requests.parquet")
         .rows
 }
+
+/// Runs `aifb run` on the recipe `text` (written as `NAME.yaml` in `dir`), requires
+/// success, and returns the run directory.
+pub fn run_ok(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let (out, run) = run_recipe(dir, name, text);
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run.expect("a run directory")
+}
+
+/// The `summary.json` of a run directory.
+pub fn summary_json(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
