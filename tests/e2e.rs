@@ -1169,3 +1169,47 @@ workload:
         }
     }
 }
+
+#[test]
+fn an_open_loop_ramps_from_one_level_to_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = "name: ramp
+service:
+  kind: simulator
+monitoring:
+  exporter:
+    enabled: false
+workload:
+  pattern: open
+  arrival: constant
+  ramp: 1s
+  levels: [20, 40]
+  warmup: 1s
+  measure: 1s
+  cooldown: 0s
+  request:
+    max_tokens: 2
+";
+    let run = run_ok(tmp.path(), "ramp", recipe);
+    let m = manifest(&run);
+    let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
+    // Expected arrivals in the ramp's second: (from + to) / 2; in the measured one: to.
+    for (stage, ramping, steady) in [(0u32, 10usize, 20usize), (1, 30, 40)] {
+        let start = m.stages[stage as usize].start_ns;
+        let in_second = |k: i64| {
+            rows.iter()
+                .filter(|r| r.stage == stage && (r.t_intended - start) / 1_000_000_000 == k)
+                .count()
+        };
+        assert!(
+            (ramping - 1..=ramping).contains(&in_second(0)),
+            "stage {stage}: {}",
+            in_second(0)
+        );
+        assert!(
+            (steady - 1..=steady + 1).contains(&in_second(1)),
+            "stage {stage}: {}",
+            in_second(1)
+        );
+    }
+}

@@ -579,6 +579,11 @@ pub struct Workload {
     /// (1 is Poisson, 2 bursty, 0.5 steadier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burstiness: Option<f64>,
+    /// Open loop: at the start of each stage the rate rises (or falls) linearly from the
+    /// previous level (0 before the first) to the stage's level over this time, which must
+    /// fit in the warmup, so the measured window sees the level's rate only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<HumanDuration>,
     /// Open loop, `arrival: trace`: JSONL, one request per line with its `timestamp`
     /// (seconds) and, optionally, its `prompt` and `max_tokens`. A relative path is
     /// relative to the recipe.
@@ -1011,6 +1016,7 @@ impl Recipe {
         match w.pattern {
             Pattern::Closed => {
                 for (key, set) in [
+                    ("workload.ramp", w.ramp.is_some()),
                     ("workload.arrival", w.arrival.is_some()),
                     ("workload.burstiness", w.burstiness.is_some()),
                     ("workload.max_in_flight", w.max_in_flight.is_some()),
@@ -1060,6 +1066,20 @@ impl Recipe {
             ),
             (false, true) => bad("workload.trace", "only for arrival: trace".into()),
             _ => {}
+        }
+        if let Some(r) = w.ramp {
+            if r.get() > w.warmup.get() {
+                bad(
+                    "workload.ramp",
+                    format!(
+                        "{r} is longer than the warmup ({}): the measured window would see the ramp",
+                        w.warmup
+                    ),
+                );
+            }
+            if w.arrival == Some(Arrival::Trace) {
+                bad("workload.ramp", "not with arrival: trace".into());
+            }
         }
         if w.requests_per_user == Some(0) {
             bad("workload.requests_per_user", "must be > 0".into());

@@ -61,6 +61,71 @@ pub fn arrivals(
     out
 }
 
+/// A rate that rises (or falls) linearly from `from` to `to` requests/s over `ramp`, then
+/// holds `to`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ramp {
+    /// Rate at the stage start.
+    pub from: f64,
+    /// Rate from `ramp` on.
+    pub to: f64,
+    /// Length of the ramp.
+    pub ramp: Duration,
+}
+
+impl Ramp {
+    /// Expected arrivals by time `t` seconds (the integral of the rate).
+    fn expected(&self, t: f64) -> f64 {
+        let big_t = self.ramp.as_secs_f64();
+        if t < big_t {
+            self.from * t + (self.to - self.from) * t * t / (2.0 * big_t)
+        } else {
+            (self.from + self.to) * big_t / 2.0 + self.to * (t - big_t)
+        }
+    }
+
+    /// The time by which `n` arrivals are expected: the inverse of [`Ramp::expected`].
+    fn time_of(&self, n: f64) -> f64 {
+        let big_t = self.ramp.as_secs_f64();
+        let at_end = self.expected(big_t);
+        if n >= at_end || big_t == 0.0 {
+            return big_t + (n - at_end) / self.to;
+        }
+        let a = (self.to - self.from) / (2.0 * big_t);
+        let b = self.from;
+        if a.abs() < 1e-12 {
+            return n / b;
+        }
+        (-b + (b * b + 4.0 * a * n).max(0.0).sqrt()) / (2.0 * a)
+    }
+}
+
+/// The arrivals of `arrival`'s process under a ramping rate: the process is drawn at one
+/// request per second and its times mapped through the ramp (time rescaling), so Poisson
+/// stays Poisson, gamma keeps its burstiness and constant stays evenly spread in expected
+/// count.
+pub fn ramped_arrivals(
+    arrival: Arrival,
+    ramp: Ramp,
+    burstiness: f64,
+    seed: u64,
+    stage: u32,
+    length: Duration,
+) -> Vec<Duration> {
+    if !(ramp.to.is_finite() && ramp.to > 0.0 && ramp.from.is_finite() && ramp.from >= 0.0) {
+        return Vec::new();
+    }
+    let total = ramp.expected(length.as_secs_f64());
+    let Ok(units) = Duration::try_from_secs_f64(total) else {
+        return Vec::new();
+    };
+    arrivals(arrival, 1.0, burstiness, seed, stage, units)
+        .into_iter()
+        .filter_map(|u| Duration::try_from_secs_f64(ramp.time_of(u.as_secs_f64())).ok())
+        .filter(|d| *d < length)
+        .collect()
+}
+
 /// A user's think time: `mean`, or exponential around it.
 pub fn think(distribution: ThinkDistribution, mean: Duration, seed: u64, seq: u64) -> Duration {
     match distribution {
@@ -128,6 +193,47 @@ mod tests {
         assert!(arrivals(Arrival::Poisson, 0.0, 1.0, 3, 1, len).is_empty());
         // A rate too low for one arrival in the stage gives none.
         assert!(arrivals(Arrival::Constant, 0.1, 1.0, 3, 1, len).is_empty());
+    }
+
+    #[test]
+    fn a_ramp_spreads_arrivals_as_its_rate_rises() {
+        let ramp = Ramp {
+            from: 0.0,
+            to: 100.0,
+            ramp: Duration::from_secs(10),
+        };
+        // Constant: exactly one arrival per expected unit.
+        let a = ramped_arrivals(Arrival::Constant, ramp, 1.0, 1, 0, Duration::from_secs(20));
+        assert_eq!(
+            a.len(),
+            1499,
+            "500 during the ramp, 1000 after, the last at 20 s excluded"
+        );
+        let by = |t: f64| a.iter().filter(|d| d.as_secs_f64() < t).count();
+        // 100 t² / 20 arrivals by t during the ramp.
+        assert_eq!(by(5.0), 124);
+        assert_eq!(by(10.0), 499);
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+        // The inverse is exact on both sides of the ramp's end, falling ramps included.
+        for r in [
+            ramp,
+            Ramp {
+                from: 100.0,
+                to: 20.0,
+                ramp: Duration::from_secs(4),
+            },
+        ] {
+            for t in [0.5, 3.9, 4.0, 12.5] {
+                assert!((r.time_of(r.expected(t)) - t).abs() < 1e-9, "{r:?} at {t}");
+            }
+        }
+        // Poisson under the ramp: the right count, reproducibly.
+        let p = ramped_arrivals(Arrival::Poisson, ramp, 1.0, 3, 0, Duration::from_secs(20));
+        assert!((p.len() as f64 - 1500.0).abs() < 150.0, "{}", p.len());
+        assert_eq!(
+            p,
+            ramped_arrivals(Arrival::Poisson, ramp, 1.0, 3, 0, Duration::from_secs(20))
+        );
     }
 
     #[test]

@@ -504,6 +504,19 @@ pub async fn run<D: Driver>(
                         .filter_map(|s| Duration::try_from_secs_f64(s / level).ok())
                         .take_while(|d| *d < length)
                         .collect(),
+                    // The rate ramps from the previous level to this one.
+                    None if wl.ramp.is_some() => crate::schedule::ramped_arrivals(
+                        wl.arrival.unwrap_or_default(),
+                        crate::schedule::Ramp {
+                            from: if i == 0 { 0.0 } else { wl.levels[i - 1] },
+                            to: level,
+                            ramp: wl.ramp.map(|r| r.get()).unwrap_or_default(),
+                        },
+                        wl.burstiness.unwrap_or(1.0),
+                        wl.seed,
+                        index,
+                        length,
+                    ),
                     None => crate::schedule::arrivals(
                         wl.arrival.unwrap_or_default(),
                         level,
