@@ -817,6 +817,12 @@ workload:
         reasons.contains("schedule lag") && reasons.contains("achieved/offered"),
         "{reasons}"
     );
+    // The report says what only the generator knew.
+    let report = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("load generator: achieved/offered"),
+        "{report}"
+    );
     let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
     // Never more than 2 in flight: at each send, at most one other request is running.
     for r in &rows {
@@ -1063,6 +1069,11 @@ fn a_sweep_stops_at_the_first_level_that_misses_its_slo() {
     assert_eq!(stages[1]["slo_missed"], serde_json::json!([]));
     let missed = stages[2]["slo_missed"].to_string();
     assert!(missed.contains("e2e_p99"), "{missed}");
+    let report = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("the sweep stopped after this level"),
+        "{report}"
+    );
     // Goodput counts the successes within the SLO: all of them below saturation, few
     // once requests queue for seconds.
     let f = |i: usize, k: &str| stages[i][k].as_f64().unwrap();

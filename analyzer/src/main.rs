@@ -246,7 +246,12 @@ fn report(run: &Path, format: Format) -> Result<(), Failure> {
         Some(m) => m.stages.clone(),
         None => stages::windows_from_rows(&file.rows),
     };
-    let summaries = stages::summarize(&file.rows, &windows);
+    let mut summaries = stages::summarize(&file.rows, &windows);
+    if let Ok(text) = std::fs::read_to_string(dir.summary())
+        && let Ok(loadgen) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        stages::add_generator_verdicts(&mut summaries, &loadgen);
+    }
     let samples = if dir.metrics().is_file() {
         aifb_core::metrics::read(&dir.metrics()).map_err(Failure::input)?
     } else {

@@ -222,6 +222,40 @@ fn steadiness_shift(ok: &[&&RequestRow], start: i64, end: i64) -> Option<f64> {
         .map(|i| i as f64 * width / 1e9)
 }
 
+/// Adds the load generator's own verdicts from `summary.json` to the stages' warnings:
+/// what only the generator knows (achieved/offered rate against its schedule, its own CPU
+/// share) and where an SLO-bounded sweep stopped. Checks the analysis makes itself from the
+/// rows (schedule lag, no success) are not repeated.
+pub fn add_generator_verdicts(stages: &mut [StageSummary], loadgen: &serde_json::Value) {
+    for entry in loadgen["stages"].as_array().into_iter().flatten() {
+        let Some(stage) = entry["stage"].as_u64() else {
+            continue;
+        };
+        let Some(s) = stages.iter_mut().find(|s| u64::from(s.stage) == stage) else {
+            continue;
+        };
+        for reason in entry["invalid_reasons"].as_array().into_iter().flatten() {
+            if let Some(r) = reason.as_str()
+                && (r.contains("achieved/offered") || r.contains("CPUs"))
+            {
+                s.warnings.push(format!("load generator: {r}"));
+            }
+        }
+        let missed: Vec<&str> = entry["slo_missed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str())
+            .collect();
+        if !missed.is_empty() {
+            s.warnings.push(format!(
+                "the sweep stopped after this level: it missed its SLOs ({})",
+                missed.join(", ")
+            ));
+        }
+    }
+}
+
 /// Aggregates every stage of `windows`.
 pub fn summarize(rows: &[RequestRow], windows: &[StageWindow]) -> Vec<StageSummary> {
     let mut by_stage: BTreeMap<u32, Vec<&RequestRow>> = BTreeMap::new();
