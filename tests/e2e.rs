@@ -1106,6 +1106,28 @@ fn closed_loop_users_stop_after_their_quota() {
         .replace("warmup: 1s", "warmup: 0s")
         + "monitoring:\n  exporter:\n    enabled: false\n";
     let run = run_ok(tmp.path(), "quota", &recipe);
+    // The front door reads the run back: `aifb list` and `aifb status`.
+    let id = run.file_name().unwrap().to_str().unwrap().to_string();
+    let listed = aifb(tmp.path(), &["list", "--out", "runs-quota"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && text.contains(&id) && text.contains("DONE"),
+        "{text}"
+    );
+    let status = aifb(tmp.path(), &["status", &id, "--out", "runs-quota"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let stage_lines = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(['0', '1']) && l.trim_end().ends_with("yes"))
+        .count();
+    assert_eq!(stage_lines, 2, "{text}");
+    let missing = aifb(tmp.path(), &["status", "BM-nope", "--out", "runs-quota"]);
+    assert_eq!(missing.status.code(), Some(2));
     let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
     for (stage, users) in [(0u32, 3u32), (1, 5)] {
         let mut per_user = std::collections::BTreeMap::new();

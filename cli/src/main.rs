@@ -2,6 +2,7 @@
 
 mod local;
 mod procs;
+mod runs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,21 @@ enum Command {
     },
     /// Print the JSON Schema of recipes.
     Schema,
+    /// List the runs under a runs folder, with their state.
+    List {
+        /// Parent folder of run directories.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+    },
+    /// Show one run (the newest without RUN): state, times, and per stage throughput,
+    /// p99, errors and validity.
+    Status {
+        /// A run id or run directory.
+        run: Option<String>,
+        /// Parent folder of run directories.
+        #[arg(long, default_value = "runs")]
+        out: PathBuf,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<Recipe, Failure> {
@@ -65,6 +81,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Run { recipe, out, ci } => run(&recipe, out, ci),
+        Command::List { out } => runs::list(&out),
+        Command::Status { run, out } => runs::status(&out, run.as_deref()),
     };
     exit::finish("aifb", result)
 }
