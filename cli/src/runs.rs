@@ -113,8 +113,8 @@ pub fn status(root: &Path, run: Option<&str>) -> Result<(), Failure> {
             .map_or("n/a".to_string(), |v| format!("{:.1}", v * 1e3));
         println!(
             "{:>5} {:>8} {:>12.2} {:>10} {:>8}  {}",
-            s["stage"],
-            s["level"],
+            s["stage"].as_u64().unwrap_or(0),
+            s["level"].as_f64().map_or("?".to_string(), |l| format!("{l}")),
             s["throughput_rps"].as_f64().unwrap_or(0.0),
             p99,
             errors,
