@@ -114,7 +114,9 @@ pub fn status(root: &Path, run: Option<&str>) -> Result<(), Failure> {
         println!(
             "{:>5} {:>8} {:>12.2} {:>10} {:>8}  {}",
             s["stage"].as_u64().unwrap_or(0),
-            s["level"].as_f64().map_or("?".to_string(), |l| format!("{l}")),
+            s["level"]
+                .as_f64()
+                .map_or("?".to_string(), |l| format!("{l}")),
             s["throughput_rps"].as_f64().unwrap_or(0.0),
             p99,
             errors,

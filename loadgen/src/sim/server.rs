@@ -251,6 +251,25 @@ impl Stream {
     }
 }
 
+/// Counts the prompt and hands a new sequence to the engine; returns its id and the
+/// receiver of its tokens.
+fn admit(st: &SimState, prompt: u32, max_tokens: u32) -> (u64, mpsc::UnboundedReceiver<SimEvent>) {
+    let label = st.engine.metrics.label.clone();
+    st.engine
+        .metrics
+        .prompt_tokens
+        .get_or_create(&label)
+        .inc_by(u64::from(prompt));
+    let id = st.next_id();
+    let rx = st.engine.submit(Sequence {
+        id,
+        prompt_tokens: prompt,
+        max_tokens,
+        generated: 0,
+    });
+    (id, rx)
+}
+
 async fn generate(st: Arc<SimState>, req: &Value, prompt: u32, kind: Kind) -> Response {
     let max_tokens = req
         .get("max_tokens")
@@ -271,18 +290,7 @@ async fn generate(st: Arc<SimState>, req: &Value, prompt: u32, kind: Kind) -> Re
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let model_label = st.engine.metrics.label.clone();
-    st.engine
-        .metrics
-        .prompt_tokens
-        .get_or_create(&model_label)
-        .inc_by(u64::from(prompt));
-    let seq_id = st.next_id();
-    let rx = st.engine.submit(Sequence {
-        id: seq_id,
-        prompt_tokens: prompt,
-        max_tokens,
-        generated: 0,
-    });
+    let (seq_id, rx) = admit(&st, prompt, max_tokens);
     let prefix = if kind == Kind::Chat {
         "chatcmpl"
     } else {
@@ -437,19 +445,7 @@ async fn ollama(st: Arc<SimState>, req: &Value, prompt: u32, kind: Kind) -> Resp
         .filter(|&n| n > 0)
         .map_or(128, |n| u32::try_from(n).unwrap_or(u32::MAX));
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(true);
-    let label = st.engine.metrics.label.clone();
-    st.engine
-        .metrics
-        .prompt_tokens
-        .get_or_create(&label)
-        .inc_by(u64::from(prompt));
-    let seq_id = st.next_id();
-    let rx = st.engine.submit(Sequence {
-        id: seq_id,
-        prompt_tokens: prompt,
-        max_tokens,
-        generated: 0,
-    });
+    let (_, rx) = admit(&st, prompt, max_tokens);
     struct Ndjson {
         rx: mpsc::UnboundedReceiver<SimEvent>,
         model: String,
