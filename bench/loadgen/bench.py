@@ -5,47 +5,18 @@ usage: bench.py SECONDS LOADGEN
 import json
 import os
 import re
-import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pinned import CLIENT_CPU, SERVER_CPU, children_cpu, free_port, run_client, wait_port  # noqa: E402
+
 SECS = float(sys.argv[1])
 LOADGEN = os.path.abspath(sys.argv[2])
-SERVER_CPU, CLIENT_CPU = "0", "1" if os.cpu_count() > 1 else "0"
 USERS = 50
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port):
-    for _ in range(600):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"port {port} did not open")
-
-
-def client(cmd):
-    """Runs a client pinned to CLIENT_CPU; returns (stdout, CPU seconds)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(["taskset", "-c", CLIENT_CPU] + cmd, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        sys.exit(f"{cmd[0]} failed: {done.stderr.strip()[-800:]}")
-    return done.stdout, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def recipe(tmp, name, workload):
@@ -67,10 +38,10 @@ def loadgen_run(tmp, name, workload, target, monitor=None):
     cmd = [LOADGEN, "run", "--recipe", recipe(tmp, name, workload), "--target", target, "--out", out,
            "--log-file", os.path.join(tmp, f"{name}.log")]
     if monitor is None:
-        _, cpu = client(cmd)
+        _, cpu = run_client(cmd)
         rss = None
     else:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = children_cpu()
         p = subprocess.Popen(["taskset", "-c", CLIENT_CPU] + cmd)
         rss = []
         while p.poll() is None:
@@ -81,8 +52,7 @@ def loadgen_run(tmp, name, workload, target, monitor=None):
             except (OSError, AttributeError):
                 pass
             time.sleep(1)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        cpu = children_cpu() - before
         if p.returncode != 0:
             sys.exit(f"loadgen failed ({p.returncode})")
     stage = json.load(open(os.path.join(out, "summary.json")))["stages"][0]
@@ -101,12 +71,12 @@ def main():
         closed = f"  pattern: closed\n  levels: [{USERS}]\n  warmup: 1s\n  measure: {SECS}s\n  cooldown: 0s\n  timeout: 5s\n"
         stage, cpu, _ = loadgen_run(tmp, "closed", closed, target)
         rows.append(("loadgen (every request to Parquet)", stage["throughput_rps"], cpu / stage["requests"]))
-        out, cpu = client(["wrk", "-t1", f"-c{USERS}", f"-d{int(SECS)}s", f"{target}/health"])
+        out, cpu = run_client(["wrk", "-t1", f"-c{USERS}", f"-d{int(SECS)}s", f"{target}/health"])
         rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
         total = int(re.search(r"(\d+) requests in", out).group(1))
         rows.append(("wrk 4.1 (-t1)", rps, cpu / total))
         if shutil.which("oha"):
-            out, cpu = client(["oha", "-c", str(USERS), "-z", f"{int(SECS)}s", "--no-tui", "--output-format", "json",
+            out, cpu = run_client(["oha", "-c", str(USERS), "-z", f"{int(SECS)}s", "--no-tui", "--output-format", "json",
                                f"{target}/health"])
             j = json.loads(out)
             rps = j["summary"]["requestsPerSec"]

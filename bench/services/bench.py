@@ -5,49 +5,17 @@ usage: bench.py SECONDS LOADGEN
 import json
 import os
 import re
-import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from pinned import CLIENT_CPU, SERVER_CPU, free_port, run_client, wait_port  # noqa: E402
 
 SECS = float(sys.argv[1])
 LOADGEN = os.path.abspath(sys.argv[2])
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SERVER_CPU, CLIENT_CPU = "0", "1" if os.cpu_count() > 1 else "0"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, limit=60):
-    end = time.time() + limit
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"port {port} did not open")
-
-
-def run_client(cmd):
-    """Runs a client pinned to CLIENT_CPU; returns (stdout, CPU seconds it used)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(["taskset", "-c", CLIENT_CPU] + cmd, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        sys.exit(f"{cmd[0]} failed: {done.stderr.strip()[-800:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return done.stdout, cpu
 
 
 def loadgen(tmp, name, kind, target, users, section):
@@ -113,15 +81,11 @@ def postgres(tmp, users):
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         section = ("  postgres:\n    mix: {tpcb: 1}\n    scale: 1\n    schema: existing\n")
         lg = loadgen(tmp, "pg", "postgres", f"postgres://postgres@127.0.0.1:{port}/postgres", users, section)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run(["taskset", "-c", CLIENT_CPU, "pgbench", "-n", "-M", "prepared", "-c", str(users),
-                               "-j", "1", "-T", str(int(SECS)), "-r"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, check=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        tps = float(re.search(r"tps = ([0-9.]+)", done.stdout).group(1))
-        txns = int(re.search(r"number of transactions actually processed: (\d+)", done.stdout).group(1))
-        lat = float(re.search(r"latency average = ([0-9.]+) ms", done.stdout).group(1)) / 1000
+        out, cpu = run_client(["pgbench", "-n", "-M", "prepared", "-c", str(users), "-j", "1",
+                               "-T", str(int(SECS)), "-r"], env=env)
+        tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
+        txns = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
+        lat = float(re.search(r"latency average = ([0-9.]+) ms", out).group(1)) / 1000
         return [(f"PostgreSQL TPC-B-like, {users} clients, scale 1", lg, (tps, cpu / txns, None), lat)]
     finally:
         server.terminate()

@@ -3,11 +3,13 @@
 //! no embedding model runs on either side.
 
 use aifb_core::recipe::{Distance, VectorWorkload};
-use rand::RngExt;
 use serde_json::{Value, json};
 
 use super::http::{Expect, JsonApi, exchange};
-use super::{Call, Driver, DriverError, Exchange, Mix, Spec, http_client, http_ping, vector};
+use super::{
+    Call, Driver, DriverError, Exchange, Mix, Spec, VectorOp, http_client, http_ping,
+    preload_batches, vector,
+};
 
 const PREFIX: &str = "/api/v2/tenants/default_tenant/databases/default_database/collections";
 
@@ -114,12 +116,9 @@ impl Driver for Chroma {
             )));
         }
         let add = format!("{PREFIX}/{}/upsert", self.collection_id());
-        let mut start = 0;
-        while start < self.w.preload {
-            let end = (start + 500).min(self.w.preload);
-            let ids: Vec<String> = (start..end).map(|i| i.to_string()).collect();
-            let vectors: Vec<Vec<f32>> =
-                (start..end).map(|i| vector(i, self.w.dimension)).collect();
+        for batch in preload_batches(self.w.preload) {
+            let ids: Vec<String> = batch.clone().map(|i| i.to_string()).collect();
+            let vectors: Vec<Vec<f32>> = batch.map(|i| vector(i, self.w.dimension)).collect();
             let (status, v) = self
                 .api
                 .call(
@@ -134,7 +133,6 @@ impl Driver for Chroma {
                     error_text(&v)
                 )));
             }
-            start = end;
         }
         Ok(())
     }
@@ -144,25 +142,22 @@ impl Driver for Chroma {
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
-        let (op, mut rng) = self.mix.draw(call.seq);
+        let (op, what) = VectorOp::draw(&self.mix, call.seq, self.w.preload, self.w.batch);
         let id = self.collection_id();
-        let space = self.w.preload.max(1);
-        let (path, body) = if op == "query" {
-            let target = rng.random_range(0..space);
-            (
+        let (path, body) = match what {
+            VectorOp::Query(target) => (
                 format!("{PREFIX}/{id}/query"),
                 json!({"query_embeddings": [vector(target, self.w.dimension)], "n_results": self.w.top_k, "include": ["distances"]}),
-            )
-        } else {
-            let ids: Vec<u64> = (0..self.w.batch)
-                .map(|_| rng.random_range(0..space))
-                .collect();
-            let vectors: Vec<Vec<f32>> = ids.iter().map(|&i| vector(i, self.w.dimension)).collect();
-            let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
-            (
-                format!("{PREFIX}/{id}/upsert"),
-                json!({"ids": ids, "embeddings": vectors}),
-            )
+            ),
+            VectorOp::Upsert(ids) => {
+                let vectors: Vec<Vec<f32>> =
+                    ids.iter().map(|&i| vector(i, self.w.dimension)).collect();
+                let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+                (
+                    format!("{PREFIX}/{id}/upsert"),
+                    json!({"ids": ids, "embeddings": vectors}),
+                )
+            }
         };
         let payload = body.to_string();
         let sent = payload.len() as u64;

@@ -453,6 +453,36 @@ pub async fn read_stream<F: Framing, S: TokenFold>(resp: reqwest::Response, x: &
     state
 }
 
+/// What one vector-database request does: query the neighbours of a preloaded vector, or
+/// upsert vectors over preloaded ids (the collection keeps its size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VectorOp {
+    /// Top-k query for the vector of this id.
+    Query(u64),
+    /// Upsert of the vectors of these ids.
+    Upsert(Vec<u64>),
+}
+
+impl VectorOp {
+    /// The operation of request `seq`: `preload` ids to draw from, `batch` per upsert.
+    pub fn draw(mix: &Mix, seq: u64, preload: u64, batch: u32) -> (&'static str, VectorOp) {
+        use rand::RngExt;
+        let (op, mut rng) = mix.draw(seq);
+        let space = preload.max(1);
+        let v = if op == "query" {
+            VectorOp::Query(rng.random_range(0..space))
+        } else {
+            VectorOp::Upsert((0..batch).map(|_| rng.random_range(0..space)).collect())
+        };
+        (op, v)
+    }
+}
+
+/// The id ranges in which `n` vectors are preloaded (500 per request).
+pub fn preload_batches(n: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
+    (0..n.div_ceil(500)).map(move |b| b * 500..((b + 1) * 500).min(n))
+}
+
 /// The error class of a failed reqwest call.
 pub fn classify(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
@@ -581,6 +611,24 @@ mod tests {
         assert_eq!(payload(5, 100), payload(5, 100));
         assert_ne!(payload(5, 100), payload(6, 100));
         assert_eq!(payload(5, 13).len(), 13);
+    }
+
+    #[test]
+    fn preload_batches_cover_every_id_once() {
+        let b: Vec<_> = preload_batches(1201).collect();
+        assert_eq!(b, vec![0..500, 500..1000, 1000..1201]);
+        assert_eq!(preload_batches(0).count(), 0);
+        let mix = Mix::new(1, &[("query", 1.0), ("upsert", 1.0)]);
+        for seq in 0..200 {
+            match VectorOp::draw(&mix, seq, 10, 3) {
+                ("query", VectorOp::Query(id)) => assert!(id < 10),
+                ("upsert", VectorOp::Upsert(ids)) => {
+                    assert_eq!(ids.len(), 3);
+                    assert!(ids.iter().all(|&i| i < 10));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! when given, goes in the `api-key` header.
 
 use aifb_core::recipe::{Distance, VectorWorkload};
-use rand::RngExt;
 use serde_json::{Value, json};
 
 use super::http::{Expect, JsonApi, exchange};
-use super::{Call, Driver, DriverError, Exchange, Mix, Spec, http_client, http_ping, vector};
+use super::{
+    Call, Driver, DriverError, Exchange, Mix, Spec, VectorOp, http_client, http_ping,
+    preload_batches, vector,
+};
 
 /// The Qdrant driver.
 pub struct Qdrant {
@@ -98,15 +100,13 @@ impl Driver for Qdrant {
                 )));
             }
         }
-        let mut start = 0;
-        while start < self.w.preload {
-            let end = (start + 500).min(self.w.preload);
+        for batch in preload_batches(self.w.preload) {
             let (status, v) = self
                 .api
                 .call(
                     reqwest::Method::PUT,
                     &format!("{path}/points?wait=true"),
-                    Some(points(start..end, self.w.dimension)),
+                    Some(points(batch, self.w.dimension)),
                 )
                 .await?;
             if !(200..300).contains(&status) {
@@ -115,7 +115,6 @@ impl Driver for Qdrant {
                     error_text(&v)
                 )));
             }
-            start = end;
         }
         Ok(())
     }
@@ -125,25 +124,19 @@ impl Driver for Qdrant {
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
-        let (op, mut rng) = self.mix.draw(call.seq);
+        let (op, what) = VectorOp::draw(&self.mix, call.seq, self.w.preload, self.w.batch);
         let name = &self.w.collection;
-        let space = self.w.preload.max(1);
-        let (method, path, body) = if op == "query" {
-            let target = rng.random_range(0..space);
-            (
+        let (method, path, body) = match what {
+            VectorOp::Query(target) => (
                 reqwest::Method::POST,
                 format!("/collections/{name}/points/query"),
                 json!({"query": vector(target, self.w.dimension), "limit": self.w.top_k}),
-            )
-        } else {
-            let ids: Vec<u64> = (0..self.w.batch)
-                .map(|_| rng.random_range(0..space))
-                .collect();
-            (
+            ),
+            VectorOp::Upsert(ids) => (
                 reqwest::Method::PUT,
                 format!("/collections/{name}/points?wait=true"),
                 points(ids.into_iter(), self.w.dimension),
-            )
+            ),
         };
         let payload = body.to_string();
         let sent = payload.len() as u64;
