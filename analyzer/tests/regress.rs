@@ -58,6 +58,7 @@ fn write_run(path: &Path, s: &Shape) {
         workload_hash: Some(aifb_core::run::stable_hash(s.workload.as_bytes())),
         stages: vec![stage],
         error: None,
+        time_to_ready_s: None,
     };
     let mut w = RequestWriter::create(path).unwrap();
     let mut rng = Lcg(s.seed);

@@ -53,6 +53,27 @@ struct Run {
     recipe_dir: std::path::PathBuf,
     /// The service's `{data_dir}`, removed when the run ends.
     data_dir: Option<std::path::PathBuf>,
+    /// Discovery records go here.
+    state_dir: std::path::PathBuf,
+}
+
+impl Run {
+    /// The exporter's and loadgen's discovery flags.
+    fn discovery_args(&self) -> Vec<String> {
+        vec![
+            "--discovery.dir".into(),
+            self.state_dir.display().to_string(),
+            "--discovery.file-sd".into(),
+            self.dir
+                .root
+                .join("prometheus")
+                .join("targets")
+                .display()
+                .to_string(),
+            "--discovery.run-id".into(),
+            self.manifest.id.clone(),
+        ]
+    }
 }
 
 impl Run {
@@ -192,57 +213,22 @@ pub async fn run(
     runs_root: &Path,
     ci: bool,
 ) -> Result<Outcome, Failure> {
-    let id = new_run_id();
-    let dir = RunDir::new(runs_root.join(&id));
-    dir.create()
-        .map_err(|e| Failure::input(format!("{}: {e}", dir.root.display())))?;
-    let mut lock = recipe.resolved();
-    // The loadgen reads the lock from the run directory: paths relative to the recipe
-    // become absolute.
-    for d in [
-        lock.workload.request.dataset.as_mut(),
-        lock.workload.trace.as_mut(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if d.is_relative() {
-            *d = recipe_dir.join(&*d);
-        }
-    }
-    std::fs::write(dir.lock(), lock.to_yaml())
-        .map_err(|e| Failure::input(format!("{}: {e}", dir.lock().display())))?;
-    let clock = RunClock::start();
-    let mut environment = Environment::detect();
-    if recipe.service.kind == ServiceKind::Simulator {
-        environment.service_version = Some(format!("aifb-sim {}", aifb_core::VERSION));
-    }
-    let manifest = Manifest {
-        id: id.clone(),
-        name: recipe.name.clone(),
-        aifb_version: aifb_core::VERSION.into(),
-        status: RunStatus::Launching,
-        executor: "local".into(),
-        job_ids: vec![],
-        nodes: vec![environment.hostname.clone()],
-        started_at: rfc3339(clock.now_ns()),
-        finished_at: None,
-        environment,
-        processes: vec![],
-        pattern: match recipe.workload.pattern {
-            aifb_core::recipe::Pattern::Closed => "closed".into(),
-            aifb_core::recipe::Pattern::Open => "open".into(),
-        },
-        workload_hash: Some(recipe.workload_hash()),
-        stages: vec![],
-        error: None,
-    };
+    let (dir, lock, mut manifest, clock) = create_run(recipe, recipe_dir, runs_root, "local")?;
+    let id = manifest.id.clone();
+    // `aifb cancel` signals this process.
+    manifest.processes.push(aifb_core::run::ProcessRecord {
+        role: "aifb".into(),
+        pid: std::process::id(),
+        command: std::env::args().collect(),
+        addr: None,
+    });
     let mut run = Run {
         dir,
         manifest,
         procs: Vec::new(),
         recipe_dir: recipe_dir.to_path_buf(),
         data_dir: None,
+        state_dir: state_dir(runs_root),
     };
     run.save();
     eprintln!("aifb: run {id} in {}", run.dir.root.display());
@@ -302,27 +288,7 @@ pub async fn run(
         eprintln!("aifb: warning: cannot remove {}: {e}", d.display());
     }
 
-    // Merge the stage windows the loadgen wrote.
-    if let Ok(text) = std::fs::read_to_string(run.dir.summary())
-        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-    {
-        let stages: Vec<StageWindow> = v["stages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| serde_json::from_value(s["window"].clone()).ok())
-            .collect();
-        run.manifest.stages = stages;
-        if let Some(s) = v["service"]["version"].as_str() {
-            run.manifest.environment.service_version = Some(s.to_string());
-        }
-        if let Some(models) = v["service"]["models"].as_array() {
-            run.manifest.environment.service_models = models
-                .iter()
-                .filter_map(|m| m.as_str().map(str::to_string))
-                .collect();
-        }
-    }
+    merge_summary(&mut run.manifest, &run.dir);
     run.manifest.finished_at = Some(rfc3339(clock.now_ns()));
     run.manifest.status = match &failure {
         None => RunStatus::Done,
@@ -336,6 +302,82 @@ pub async fn run(
         manifest: run.manifest,
         failure,
     })
+}
+
+/// Creates a run directory under `runs_root` with its lock file (paths relative to the
+/// recipe made absolute) and first manifest.
+pub fn create_run(
+    recipe: &Recipe,
+    recipe_dir: &Path,
+    runs_root: &Path,
+    executor: &str,
+) -> Result<(RunDir, Recipe, Manifest, RunClock), Failure> {
+    let id = new_run_id();
+    let dir = RunDir::new(runs_root.join(&id));
+    dir.create()
+        .map_err(|e| Failure::input(format!("{}: {e}", dir.root.display())))?;
+    let mut lock = recipe.resolved();
+    // The loadgen reads the lock from the run directory: paths relative to the recipe
+    // become absolute.
+    for d in [
+        lock.workload.request.dataset.as_mut(),
+        lock.workload.trace.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if d.is_relative() {
+            *d = recipe_dir.join(&*d);
+        }
+    }
+    std::fs::write(dir.lock(), lock.to_yaml())
+        .map_err(|e| Failure::input(format!("{}: {e}", dir.lock().display())))?;
+    let clock = RunClock::start();
+    let mut environment = Environment::detect();
+    if recipe.service.kind == ServiceKind::Simulator {
+        environment.service_version = Some(format!("aifb-sim {}", aifb_core::VERSION));
+    }
+    let manifest = Manifest {
+        id: id.clone(),
+        name: recipe.name.clone(),
+        aifb_version: aifb_core::VERSION.into(),
+        status: if executor == "slurm" {
+            RunStatus::Pending
+        } else {
+            RunStatus::Launching
+        },
+        executor: executor.into(),
+        job_ids: vec![],
+        nodes: if executor == "slurm" {
+            vec![]
+        } else {
+            vec![environment.hostname.clone()]
+        },
+        started_at: rfc3339(clock.now_ns()),
+        finished_at: None,
+        environment,
+        processes: vec![],
+        pattern: match recipe.workload.pattern {
+            aifb_core::recipe::Pattern::Closed => "closed".into(),
+            aifb_core::recipe::Pattern::Open => "open".into(),
+        },
+        workload_hash: Some(recipe.workload_hash()),
+        stages: vec![],
+        error: None,
+        time_to_ready_s: None,
+    };
+    manifest
+        .write(&dir.manifest())
+        .map_err(|e| Failure::input(format!("{}: {e}", dir.manifest().display())))?;
+    Ok((dir, lock, manifest, clock))
+}
+
+/// The state directory of discovery records: `AIFB_STATE_DIR`, else `<runs>/.state`.
+pub fn state_dir(runs_root: &Path) -> std::path::PathBuf {
+    std::env::var_os("AIFB_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| runs_root.join(".state"))
 }
 
 /// Starts service, exporter and loadgen; returns the loadgen's index in `run.procs`.
@@ -384,6 +426,7 @@ async fn drive(run: &mut Run, recipe: &Recipe, ci: bool) -> Result<usize, Failur
                         .iter()
                         .map(|a| {
                             a.replace("{port}", &port.to_string())
+                                .replace("{bind}", "127.0.0.1")
                                 .replace("{data_dir}", &data)
                                 .replace("{recipe_dir}", &recipe_dir)
                         })
@@ -435,6 +478,7 @@ async fn drive(run: &mut Run, recipe: &Recipe, ci: bool) -> Result<usize, Failur
         if let Some(url) = probe_url(recipe, &base) {
             argv.extend(["--probe".into(), url]);
         }
+        argv.extend(run.discovery_args());
         let p = procs::spawn("exporter", &argv, &logs, Output::Log, Some(addr.clone()))
             .map_err(Failure::input)?;
         run.manifest.processes.push(p.record.clone());
@@ -481,6 +525,7 @@ async fn drive(run: &mut Run, recipe: &Recipe, ci: bool) -> Result<usize, Failur
     for s in scrape {
         argv.extend(["--scrape".into(), s]);
     }
+    argv.extend(run.discovery_args());
     if ci {
         argv.push("--ci".into());
     }
@@ -497,9 +542,34 @@ async fn drive(run: &mut Run, recipe: &Recipe, ci: bool) -> Result<usize, Failur
     Ok(run.procs.len() - 1)
 }
 
+/// Copies what the loadgen's summary.json knows into the manifest: the stage windows and
+/// the service's version and models.
+pub fn merge_summary(m: &mut Manifest, dir: &RunDir) {
+    if let Ok(text) = std::fs::read_to_string(dir.summary())
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        let stages: Vec<StageWindow> = v["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| serde_json::from_value(s["window"].clone()).ok())
+            .collect();
+        m.stages = stages;
+        if let Some(s) = v["service"]["version"].as_str() {
+            m.environment.service_version = Some(s.to_string());
+        }
+        if let Some(models) = v["service"]["models"].as_array() {
+            m.environment.service_models = models
+                .iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect();
+        }
+    }
+}
+
 /// The exporter's `--probe KIND=URL@SERVICE` for the service, when the exporter has a
 /// probe for its kind. S3 stores other than MinIO have no MinIO health paths: no probe.
-fn probe_url(recipe: &Recipe, base: &str) -> Option<String> {
+pub fn probe_url(recipe: &Recipe, base: &str) -> Option<String> {
     let svc = &recipe.service;
     let kind = svc.kind.probe().filter(|_| svc.kind != ServiceKind::S3)?;
     let mut url = base.to_string();

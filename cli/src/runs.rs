@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use aifb_core::exit::Failure;
-use aifb_core::run::{Manifest, RunDir, RunStatus};
+use aifb_core::run::{Manifest, RunDir};
 
 /// The runs under `root`, oldest first (run ids sort by time).
 pub fn runs(root: &Path) -> Result<Vec<(PathBuf, Manifest)>, Failure> {
@@ -25,12 +25,22 @@ pub fn runs(root: &Path) -> Result<Vec<(PathBuf, Manifest)>, Failure> {
 /// The state shown for a run: its recorded status, or `STALE` for a run recorded as
 /// still going whose processes are all gone (killed without a chance to say so).
 pub fn state(m: &Manifest) -> String {
-    let going = matches!(m.status, RunStatus::Launching | RunStatus::Running);
-    let alive = m
-        .processes
-        .iter()
-        .any(|p| std::path::Path::new(&format!("/proc/{}", p.pid)).exists());
-    if going && !m.processes.is_empty() && !alive {
+    let going = !m.status.is_final();
+    let (known, alive) = if m.executor == "slurm" {
+        let job = m.job_ids.first();
+        (
+            job.is_some(),
+            job.is_some_and(|j| crate::slurm::queue_state(j).is_some()),
+        )
+    } else {
+        (
+            !m.processes.is_empty(),
+            m.processes
+                .iter()
+                .any(|p| std::path::Path::new(&format!("/proc/{}", p.pid)).exists()),
+        )
+    };
+    if going && known && !alive {
         "STALE".into()
     } else {
         format!("{:?}", m.status).to_uppercase()
@@ -61,9 +71,9 @@ pub fn list(root: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `aifb status [RUN]`: one run in detail (the newest without RUN).
-pub fn status(root: &Path, run: Option<&str>) -> Result<(), Failure> {
-    let (dir, m) = match run {
+/// A run by id or directory (the newest under `root` without one).
+pub fn find(root: &Path, run: Option<&str>) -> Result<(PathBuf, Manifest), Failure> {
+    Ok(match run {
         Some(r) if Path::new(r).join("run.json").is_file() => {
             let dir = PathBuf::from(r);
             let m = Manifest::read(&RunDir::new(&dir).manifest()).map_err(Failure::input)?;
@@ -76,11 +86,22 @@ pub fn status(root: &Path, run: Option<&str>) -> Result<(), Failure> {
         None => runs(root)?
             .pop()
             .ok_or_else(|| Failure::input(format!("no runs in {}", root.display())))?,
-    };
+    })
+}
+
+/// `aifb status [RUN]`: one run in detail (the newest without RUN).
+pub fn status(root: &Path, run: Option<&str>) -> Result<(), Failure> {
+    let (dir, m) = find(root, run)?;
     println!("run      {}  ({})", m.id, m.name);
     println!("state    {}", state(&m));
     println!("dir      {}", dir.display());
     println!("executor {}  nodes {}", m.executor, m.nodes.join(","));
+    if !m.job_ids.is_empty() {
+        println!("jobs     {}", m.job_ids.join(","));
+    }
+    if let Some(t) = m.time_to_ready_s {
+        println!("ready    after {t:.1}s");
+    }
     println!("started  {}", m.started_at);
     if let Some(f) = &m.finished_at {
         println!("finished {f}");

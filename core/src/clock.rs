@@ -41,6 +41,15 @@ impl RunClock {
     }
 }
 
+/// The system's wall clock now, in Unix nanoseconds (for one-off timestamps outside a
+/// run's [`RunClock`]).
+pub fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
 /// Formats Unix nanoseconds as RFC 3339 UTC with millisecond precision.
 pub fn rfc3339(unix_ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(unix_ns)

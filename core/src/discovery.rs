@@ -52,7 +52,89 @@ pub struct Record {
     pub ready_at: Option<String>,
 }
 
+/// This host's name (the kernel's, as `hostname` prints it).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The SLURM job id of this process (`SLURM_JOB_ID`), or `local` outside a job.
+pub fn job_id() -> String {
+    std::env::var("SLURM_JOB_ID")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "local".into())
+}
+
+/// Whether a record's owner still exists: its SLURM job is still known to `squeue`, or,
+/// outside SLURM, its process is alive. `None` when it cannot be told (no `squeue`).
+pub fn owner_alive(record: &Record) -> Option<bool> {
+    if record.job_id == "local" {
+        return Some(Path::new(&format!("/proc/{}", record.pid)).exists());
+    }
+    let job = record.job_id.split('.').next().unwrap_or(&record.job_id);
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-o", "%T", "-j", job])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // squeue exits non-zero for a job id it no longer knows.
+    Some(out.status.success() && text.lines().any(|l| !l.trim().is_empty()))
+}
+
 impl Record {
+    /// The record of this process, listening on `listen` (an unspecified address is
+    /// announced as this host's name).
+    pub fn this_process(
+        run_id: &str,
+        role: &str,
+        service: &str,
+        listen: std::net::SocketAddr,
+        state: State,
+        started_at: &str,
+    ) -> Record {
+        let node = hostname();
+        let host = if listen.ip().is_unspecified() {
+            node.clone()
+        } else {
+            listen.ip().to_string()
+        };
+        Record {
+            run_id: run_id.to_string(),
+            job_id: job_id(),
+            role: role.to_string(),
+            service: service.to_string(),
+            node,
+            addr: format!("{host}:{}", listen.port()),
+            ports: vec![listen.port()],
+            pid: std::process::id(),
+            state,
+            started_at: started_at.to_string(),
+            ready_at: (state == State::Ready)
+                .then(|| crate::clock::rfc3339(crate::clock::wall_ns())),
+        }
+    }
+
+    /// Writes the record into `state_dir` and its file_sd target into `file_sd`, each
+    /// when given; errors name the flag and folder.
+    pub fn announce(&self, state_dir: Option<&Path>, file_sd: Option<&Path>) -> Result<(), String> {
+        if let Some(dir) = state_dir {
+            self.write(dir)
+                .map_err(|e| format!("--discovery.dir {}: {e}", dir.display()))?;
+        }
+        if let Some(dir) = file_sd {
+            if self.state == State::Ready {
+                self.write_file_sd(dir)
+                    .map_err(|e| format!("--discovery.file-sd {}: {e}", dir.display()))?;
+            } else {
+                self.remove_file_sd(dir);
+            }
+        }
+        Ok(())
+    }
+
     /// `<state_dir>/discover/<run_id>/<role>-<job_id>.json`.
     pub fn path(&self, state_dir: &Path) -> PathBuf {
         state_dir
@@ -72,14 +154,32 @@ impl Record {
         Ok(path)
     }
 
+    fn file_sd_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}-{}.json", self.role, self.job_id))
+    }
+
     /// Writes the Prometheus file_sd target file `<dir>/<role>-<job_id>.json`.
     pub fn write_file_sd(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        self.write_file_sd_at(dir, "/metrics")
+    }
+
+    /// Removes the file_sd target file, so Prometheus stops scraping a component that
+    /// stopped on purpose (a missing file is not an error).
+    pub fn remove_file_sd(&self, dir: &Path) {
+        let _ = std::fs::remove_file(self.file_sd_path(dir));
+    }
+
+    /// Writes the file_sd target file for metrics served at `metrics_path`.
+    pub fn write_file_sd_at(&self, dir: &Path, metrics_path: &str) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}-{}.json", self.role, self.job_id));
-        let target = serde_json::json!([{
-            "targets": [self.addr],
-            "labels": {"run_id": self.run_id, "role": self.role, "node": self.node, "job_id": self.job_id, "service": self.service}
-        }]);
+        let path = self.file_sd_path(dir);
+        // Run identity only: a `service` target label would rename the exporter's own
+        // `service` label to `exported_service`.
+        let mut labels = serde_json::json!({"run_id": self.run_id, "role": self.role, "node": self.node, "job_id": self.job_id});
+        if metrics_path != "/metrics" {
+            labels["__metrics_path__"] = serde_json::Value::String(metrics_path.to_string());
+        }
+        let target = serde_json::json!([{"targets": [self.addr], "labels": labels}]);
         let text = serde_json::to_vec_pretty(&target).map_err(std::io::Error::other)?;
         write_private(&path, &text)?;
         Ok(path)

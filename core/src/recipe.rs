@@ -53,7 +53,7 @@ pub enum ExecutorKind {
 }
 
 /// Where and how the processes of a run are started.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Executor {
     /// `local` (default) or `slurm`.
@@ -74,6 +74,170 @@ pub struct Executor {
     /// Environment modules to load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<String>,
+    /// `hetjob` (default): one heterogeneous job with a service group (service and
+    /// exporter), a client group (loadgen shards) and a monitor group (Prometheus,
+    /// Grafana); `single`: every role in one allocation, for small or hetjob-less sites.
+    #[serde(default)]
+    pub layout: Layout,
+    /// Node-local directory for writable state (service data, Prometheus TSDB); shell
+    /// variables are expanded on the node (default `${TMPDIR:-/tmp}`).
+    #[serde(default = "d_scratch")]
+    pub scratch: String,
+    /// How long before the time limit SLURM sends USR1, so the run drains and keeps its
+    /// data (`--signal=B:USR1@…`).
+    #[serde(default = "d_signal_margin")]
+    pub signal_margin: HumanDuration,
+    /// Resources of the service group (service and exporter).
+    #[serde(default = "Resources::service")]
+    pub service: Resources,
+    /// Resources of the client group; `nodes` > 1 runs one loadgen shard per node.
+    #[serde(default = "Resources::clients")]
+    pub clients: Resources,
+    /// Resources of the monitor group (Prometheus, Grafana).
+    #[serde(default = "Resources::monitor")]
+    pub monitor: Resources,
+    /// Extra `#SBATCH` options, written as given (e.g. `--constraint=gpu`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sbatch: Vec<String>,
+    /// Apptainer settings for services given as `service.image`.
+    #[serde(default)]
+    pub apptainer: Apptainer,
+}
+
+fn d_scratch() -> String {
+    "${TMPDIR:-/tmp}".into()
+}
+
+fn d_signal_margin() -> HumanDuration {
+    HumanDuration::secs(120)
+}
+
+/// How the roles of a SLURM run are laid out in jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One heterogeneous job: service, client and monitor groups.
+    #[default]
+    Hetjob,
+    /// One ordinary job holding every role.
+    Single,
+}
+
+/// Resources of one group of a SLURM job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Nodes (only the client group may use more than one).
+    #[serde(default = "d_one")]
+    pub nodes: u32,
+    /// CPUs per node (`--cpus-per-task`, one task per node).
+    pub cpus: u32,
+    /// Memory per node in SLURM's notation (`512M`, `16G`).
+    pub memory: String,
+    /// GPUs per node (`--gpus-per-node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    /// Generic resources instead of `gpus` (`--gres`, e.g. `gpu:a100:2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gres: Option<String>,
+}
+
+fn d_one() -> u32 {
+    1
+}
+
+impl Resources {
+    fn service() -> Self {
+        Self {
+            nodes: 1,
+            cpus: 2,
+            memory: "4G".into(),
+            gpus: None,
+            gres: None,
+        }
+    }
+    fn clients() -> Self {
+        Self {
+            nodes: 1,
+            cpus: 2,
+            memory: "2G".into(),
+            gpus: None,
+            gres: None,
+        }
+    }
+    fn monitor() -> Self {
+        Self {
+            nodes: 1,
+            cpus: 1,
+            memory: "1G".into(),
+            gpus: None,
+            gres: None,
+        }
+    }
+    /// Whether the group asks for GPUs.
+    pub fn wants_gpus(&self) -> bool {
+        self.gpus.is_some_and(|g| g > 0)
+            || self.gres.as_deref().is_some_and(|g| g.starts_with("gpu"))
+    }
+}
+
+impl Default for Executor {
+    fn default() -> Self {
+        Self {
+            kind: ExecutorKind::Local,
+            account: None,
+            partition: None,
+            qos: None,
+            time: None,
+            modules: Vec::new(),
+            layout: Layout::Hetjob,
+            scratch: d_scratch(),
+            signal_margin: d_signal_margin(),
+            service: Resources::service(),
+            clients: Resources::clients(),
+            monitor: Resources::monitor(),
+            sbatch: Vec::new(),
+            apptainer: Apptainer::default(),
+        }
+    }
+}
+
+/// `512M`, `16G`, `1024` (megabytes): SLURM's memory notation.
+fn is_slurm_memory(s: &str) -> bool {
+    let digits = s.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    !digits.is_empty()
+        && digits.len() + 1 >= s.len()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+/// How a `service.image` is started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Apptainer {
+    /// The apptainer (or singularity) binary.
+    #[serde(default = "d_apptainer")]
+    pub binary: String,
+    /// Bind mounts (`SRC:DST[:ro]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<String>,
+    /// Extra arguments to `apptainer exec`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+fn d_apptainer() -> String {
+    "apptainer".into()
+}
+
+impl Default for Apptainer {
+    fn default() -> Self {
+        Self {
+            binary: d_apptainer(),
+            binds: Vec::new(),
+            args: Vec::new(),
+        }
+    }
 }
 
 /// Kind of service under test; it picks the driver that sends the requests.
@@ -382,6 +546,62 @@ pub struct Monitoring {
     /// The per-node exporter.
     #[serde(default)]
     pub exporter: ExporterSettings,
+    /// A Prometheus started for the run (SLURM executor): scrapes exporter, service and
+    /// loadgen through file_sd, evaluates aifb's rules, and leaves a TSDB snapshot in
+    /// the run directory.
+    #[serde(default)]
+    pub prometheus: PrometheusSettings,
+    /// A Grafana started for the run (SLURM executor), provisioned with aifb's
+    /// dashboards and the run's Prometheus.
+    #[serde(default)]
+    pub grafana: GrafanaSettings,
+}
+
+/// The run's own Prometheus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSettings {
+    /// Start it (SLURM executor only).
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    /// The prometheus binary (or an absolute path).
+    #[serde(default = "d_prometheus")]
+    pub binary: String,
+    /// Scrape and rule evaluation interval.
+    #[serde(default = "d_prom_interval")]
+    pub scrape_interval: HumanDuration,
+}
+
+fn d_prometheus() -> String {
+    "prometheus".into()
+}
+fn d_prom_interval() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+
+impl Default for PrometheusSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            binary: d_prometheus(),
+            scrape_interval: d_prom_interval(),
+        }
+    }
+}
+
+/// The run's own Grafana.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrafanaSettings {
+    /// Start it (SLURM executor only; needs `image` or `binary`).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Apptainer image of Grafana (e.g. `docker://grafana/grafana-oss:12.2.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A grafana binary instead of an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
 }
 
 fn d_scrape() -> HumanDuration {
@@ -393,6 +613,8 @@ impl Default for Monitoring {
         Self {
             scrape_interval: d_scrape(),
             exporter: ExporterSettings::default(),
+            prometheus: PrometheusSettings::default(),
+            grafana: GrafanaSettings::default(),
         }
     }
 }
@@ -896,6 +1118,64 @@ impl Recipe {
                 "required when executor.kind is slurm".into(),
             );
         }
+        let ex = &self.executor;
+        for (name, r) in [
+            ("service", &ex.service),
+            ("clients", &ex.clients),
+            ("monitor", &ex.monitor),
+        ] {
+            if r.cpus == 0 {
+                bad(&format!("executor.{name}.cpus"), "must be > 0".into());
+            }
+            if r.nodes == 0 || (name != "clients" && r.nodes != 1) {
+                bad(
+                    &format!("executor.{name}.nodes"),
+                    if name == "clients" {
+                        "must be > 0".into()
+                    } else {
+                        "must be 1: only the client group spans nodes".into()
+                    },
+                );
+            }
+            if !is_slurm_memory(&r.memory) {
+                bad(
+                    &format!("executor.{name}.memory"),
+                    format!(
+                        "{:?} is not a SLURM memory size such as 512M or 16G",
+                        r.memory
+                    ),
+                );
+            }
+            if r.gpus.is_some() && r.gres.is_some() {
+                bad(
+                    &format!("executor.{name}.gres"),
+                    "give either gpus or gres, not both".into(),
+                );
+            }
+        }
+        for (i, opt) in ex.sbatch.iter().enumerate() {
+            if !opt.starts_with('-') || opt.contains('\n') {
+                bad(
+                    &format!("executor.sbatch[{i}]"),
+                    format!("{opt:?} must be one sbatch option starting with '-'"),
+                );
+            }
+        }
+        if ex.kind == ExecutorKind::Slurm && ex.layout == Layout::Single && ex.clients.nodes > 1 {
+            bad(
+                "executor.clients.nodes",
+                "more than one client node needs layout: hetjob".into(),
+            );
+        }
+        if self.monitoring.grafana.enabled
+            && self.monitoring.grafana.image.is_none()
+            && self.monitoring.grafana.binary.is_none()
+        {
+            bad(
+                "monitoring.grafana",
+                "enabled: true needs image (Apptainer) or binary".into(),
+            );
+        }
         let s = &self.service;
         if !s.command.is_empty() && s.endpoint.is_some() {
             bad(
@@ -903,7 +1183,12 @@ impl Recipe {
                 "give either service.command or service.endpoint, not both".into(),
             );
         }
-        if s.kind != ServiceKind::Simulator && s.command.is_empty() && s.endpoint.is_none() {
+        let image_run = self.executor.kind == ExecutorKind::Slurm && s.image.is_some();
+        if s.kind != ServiceKind::Simulator
+            && s.command.is_empty()
+            && s.endpoint.is_none()
+            && !image_run
+        {
             bad(
                 "service",
                 format!(

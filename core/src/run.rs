@@ -86,8 +86,12 @@ impl RunDir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RunStatus {
+    /// Submitted, waiting for resources (SLURM).
+    Pending,
     /// Processes are being started.
     Launching,
+    /// The service answered its readiness check.
+    Ready,
     /// The workload is running.
     Running,
     /// Finished.
@@ -239,6 +243,19 @@ pub struct Manifest {
     /// Why the run failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Seconds from the service's start to its first successful readiness check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_to_ready_s: Option<f64>,
+}
+
+impl RunStatus {
+    /// Whether the run has ended (DONE, FAILED or CANCELLED).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Done | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
 }
 
 impl Manifest {
@@ -319,6 +336,7 @@ mod tests {
                 end_ns: 4,
             }],
             error: None,
+            time_to_ready_s: None,
         };
         let p = dir.path().join("run.json");
         m.write(&p).unwrap();

@@ -228,52 +228,20 @@ fn discovery_record(
     state: State,
     started_at: &str,
 ) -> Option<Record> {
-    let run_id = args.run_id.clone()?;
-    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let host = if addr.ip().is_unspecified() {
-        node.clone()
-    } else {
-        addr.ip().to_string()
-    };
-    Some(Record {
-        run_id,
-        job_id: std::env::var("SLURM_JOB_ID")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "local".into()),
-        role: args.role.clone(),
-        service: "exporter".into(),
-        node,
-        addr: format!("{host}:{}", addr.port()),
-        ports: vec![addr.port()],
-        pid: std::process::id(),
-        state,
-        started_at: started_at.to_string(),
-        ready_at: (state == State::Ready).then(|| rfc3339(now_ns())),
-    })
+    let run_id = args.run_id.as_deref()?;
+    Some(Record::this_process(
+        run_id, &args.role, "exporter", addr, state, started_at,
+    ))
 }
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    aifb_core::clock::wall_ns()
 }
 
 fn announce(args: &Args, record: &Record) -> Result<(), Failure> {
-    if let Some(dir) = &args.discovery_dir {
-        record
-            .write(dir)
-            .map_err(|e| Failure::input(format!("--discovery.dir {}: {e}", dir.display())))?;
-    }
-    if let Some(dir) = &args.file_sd {
-        record
-            .write_file_sd(dir)
-            .map_err(|e| Failure::input(format!("--discovery.file-sd {}: {e}", dir.display())))?;
-    }
-    Ok(())
+    record
+        .announce(args.discovery_dir.as_deref(), args.file_sd.as_deref())
+        .map_err(Failure::input)
 }
 
 fn run(args: Args) -> Result<(), Failure> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aifb_core::clock::{RunClock, rfc3339};
+use aifb_core::discovery::{Record, State as DiscoveryState};
 use aifb_core::exit::{self, Failure};
 use aifb_core::metrics::MetricsWriter;
 use aifb_core::recipe::{Pattern, Recipe, ServiceKind, SimulatorSettings};
@@ -40,7 +41,7 @@ struct Cli {
 enum Command {
     /// Run the recipe's workload against a service and write requests.parquet,
     /// metrics.parquet and summary.json into --out.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the simulated OpenAI-compatible LLM server.
     Sim(SimArgs),
     /// Join the run directories of the shards of one multi-node run into one.
@@ -97,15 +98,50 @@ struct RunArgs {
     ci: bool,
     /// This generator's share of a multi-node run, as INDEX/COUNT (e.g. 0/4): it sends
     /// the arrivals (open loop) or drives the users (closed loop) whose number modulo
-    /// COUNT is INDEX. `loadgen merge` joins the shards' directories.
+    /// COUNT is INDEX. `loadgen merge` joins the shards' directories. `slurm` takes them
+    /// from SLURM_PROCID and SLURM_NTASKS; `{shard}` in --out becomes INDEX.
     #[arg(long, default_value = "0/1", value_parser = parse_shard)]
     shard: (u32, u32),
     /// Start the sweep at this Unix time (seconds), so that shards begin together.
     #[arg(long)]
     start_at: Option<f64>,
+    /// State directory for this loadgen's discovery record
+    /// (`<dir>/discover/<run_id>/<role>-<job_id>.json`), written once /metrics listens.
+    #[arg(long = "discovery.dir", requires = "discovery_run_id")]
+    discovery_dir: Option<PathBuf>,
+    /// Folder for the Prometheus file_sd target file of /metrics.
+    #[arg(long = "discovery.file-sd", requires = "discovery_run_id")]
+    discovery_file_sd: Option<PathBuf>,
+    /// Run id for the discovery record.
+    #[arg(long = "discovery.run-id")]
+    discovery_run_id: Option<String>,
+    /// Role for the discovery record (default `loadgen`, `loadgen-INDEX` for a shard of
+    /// several).
+    #[arg(long = "discovery.role")]
+    discovery_role: Option<String>,
+}
+
+/// `--shard slurm`: this task's share from SLURM (`SLURM_PROCID`/`SLURM_NTASKS`).
+fn slurm_shard() -> Result<(u32, u32), String> {
+    let var = |name: &str| -> Result<u32, String> {
+        std::env::var(name)
+            .map_err(|_| format!("--shard slurm: {name} is not set (not inside srun?)"))?
+            .parse()
+            .map_err(|_| format!("--shard slurm: {name} is not a number"))
+    };
+    let (i, n) = (var("SLURM_PROCID")?, var("SLURM_NTASKS")?);
+    if n == 0 || i >= n {
+        return Err(format!(
+            "--shard slurm: SLURM_PROCID {i} is not below SLURM_NTASKS {n}"
+        ));
+    }
+    Ok((i, n))
 }
 
 fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    if s == "slurm" {
+        return slurm_shard();
+    }
     let bad = || format!("{s:?}: expected INDEX/COUNT with INDEX < COUNT, e.g. 0/4");
     let (i, n) = s.split_once('/').ok_or_else(bad)?;
     let (i, n): (u32, u32) = (i.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
@@ -215,7 +251,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Sim(args) => simulate(args).await,
             Command::Ready(args) => ready(args).await,
             Command::Merge(args) => merge(args),
@@ -431,7 +467,11 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let driver = D::connect(&spec).await.map_err(driver_failure)?;
     driver.setup().await.map_err(driver_failure)?;
     let identity = driver.identity().await;
-    let dir = RunDir::new(&args.out);
+    let out = args
+        .out
+        .to_string_lossy()
+        .replace("{shard}", &args.shard.0.to_string());
+    let dir = RunDir::new(PathBuf::from(out));
     std::fs::create_dir_all(&dir.root)
         .map_err(|e| Failure::input(format!("--out {}: {e}", dir.root.display())))?;
     let manifest_path = args.manifest.clone().unwrap_or_else(|| dir.manifest());
@@ -455,6 +495,7 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
             workload_hash: None,
             stages: vec![],
             error: None,
+            time_to_ready_s: None,
         }
     };
     let pattern = match recipe.workload.pattern {
@@ -472,8 +513,32 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failure::input(format!("--listen {}: {e}", args.listen)))?;
+    let mut record = None;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("loadgen metrics on http://{addr}/metrics");
+        if let Some(run_id) = &args.discovery_run_id {
+            let role = args.discovery_role.clone().unwrap_or_else(|| {
+                if args.shard.1 > 1 {
+                    format!("loadgen-{}", args.shard.0)
+                } else {
+                    "loadgen".into()
+                }
+            });
+            let r = Record::this_process(
+                run_id,
+                &role,
+                "loadgen",
+                addr,
+                DiscoveryState::Ready,
+                &rfc3339(clock.now_ns()),
+            );
+            r.announce(
+                args.discovery_dir.as_deref(),
+                args.discovery_file_sd.as_deref(),
+            )
+            .map_err(Failure::input)?;
+            record = Some(r);
+        }
     }
     tokio::spawn(serve_metrics(listener, telemetry.clone()));
 
@@ -633,6 +698,15 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let text = serde_json::to_string_pretty(&summary).map_err(|e| Failure::check(e.to_string()))?;
     write_atomic(&dir.summary(), text.as_bytes())
         .map_err(|e| Failure::check(format!("{}: {e}", dir.summary().display())))?;
+    if let Some(mut r) = record {
+        r.state = DiscoveryState::Stopped;
+        if let Err(e) = r.announce(
+            args.discovery_dir.as_deref(),
+            args.discovery_file_sd.as_deref(),
+        ) {
+            tracing::warn!("{e}");
+        }
+    }
     tracing::info!(
         "wrote {rows} requests and {samples} samples to {}",
         dir.root.display()

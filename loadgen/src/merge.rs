@@ -262,6 +262,7 @@ impl OrDefaultManifest for Option<Manifest> {
             workload_hash: None,
             stages: vec![],
             error: None,
+            time_to_ready_s: None,
         })
     }
 }
