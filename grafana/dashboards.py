@@ -37,7 +37,7 @@ OVERVIEW = [
     panel("Offered rate", "reqps", [q(f"sum(aifb_loadgen_offered_rate{{{RUN}}})", "offered")], "stat", "Open loop: requests per second the schedule asks for.", 4, 4),
     panel("Users", "none", [q(f"sum(aifb_loadgen_target_concurrency{{{RUN}}})", "users")], "stat", "Closed loop: users of the stage.", 4, 4),
     panel("In flight", "none", [q(f"sum(aifb_loadgen_in_flight{{{RUN}}})", "in flight")], "stat", "Requests sent and not yet answered.", 4, 4),
-    panel("Error ratio", "percentunit", [q(f'sum(rate(aifb_loadgen_requests_total{{{RUN},outcome!="ok"}}[$__rate_interval])) / sum(rate(aifb_loadgen_requests_total{{{RUN}}}[$__rate_interval]))', "errors")], "stat", "Failed requests over all requests.", 4, 4),
+    panel("Error ratio", "percentunit", [q(f'(sum(rate(aifb_loadgen_requests_total{{{RUN},outcome!="ok"}}[$__rate_interval])) or vector(0)) / sum(rate(aifb_loadgen_requests_total{{{RUN}}}[$__rate_interval]))', "errors")], "stat", "Failed requests over all requests.", 4, 4),
     panel("Client queue", "none", [q(f"sum(aifb_loadgen_client_queue{{{RUN}}})", "queued")], "stat", "Arrivals waiting for a free connection in the generator (max_in_flight).", 4, 4),
     panel("Offered vs achieved rate", "reqps", [
         q(f"sum(aifb_loadgen_offered_rate{{{RUN}}})", "offered"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A private single-host SLURM cluster for tests: munged, slurmctld and three slurmd
-# ("nodes" n1, n2 and n3 on this host, so the three groups of a heterogeneous job start:
-# SLURM gives each group its own node), on free ports, under one directory.
+# A private single-host SLURM cluster for tests: munged, slurmctld and four slurmd
+# ("nodes" n1 to n4 on this host, so the groups of a heterogeneous job start: SLURM gives
+# each group its own nodes, and the client group may use two), on free ports, under one
+# directory.
 #
 #   scripts/slurm-cluster.sh up DIR     start it; prints `export SLURM_CONF=DIR/etc/slurm.conf`
 #   scripts/slurm-cluster.sh down DIR   stop every daemon started by `up DIR`
@@ -52,7 +53,7 @@ for _ in range(n):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r ctld_port n1_port n2_port n3_port <<<"$(free_ports 4)"
+read -r ctld_port n1_port n2_port n3_port n4_port <<<"$(free_ports 5)"
 srun_lo=$(( (ctld_port % 20000) + 40000 ))
 
 chown munge:munge "$dir/munge"
@@ -106,21 +107,22 @@ GresTypes=gpu
 NodeName=n1 NodeHostname=$host NodeAddr=127.0.0.1 Port=$n1_port CPUs=$cpus RealMemory=4000 Gres=gpu:2 State=UNKNOWN
 NodeName=n2 NodeHostname=$host NodeAddr=127.0.0.1 Port=$n2_port CPUs=$cpus RealMemory=4000 Gres=gpu:2 State=UNKNOWN
 NodeName=n3 NodeHostname=$host NodeAddr=127.0.0.1 Port=$n3_port CPUs=$cpus RealMemory=4000 State=UNKNOWN
-PartitionName=debug Nodes=n1,n2,n3 Default=YES MaxTime=INFINITE OverSubscribe=YES State=UP
+NodeName=n4 NodeHostname=$host NodeAddr=127.0.0.1 Port=$n4_port CPUs=$cpus RealMemory=4000 State=UNKNOWN
+PartitionName=debug Nodes=n1,n2,n3,n4 Default=YES MaxTime=INFINITE OverSubscribe=YES State=UP
 EOF
 cat >"$dir/etc/gres.conf" <<EOF
 NodeName=n1 Name=gpu File=$dir/gres/gpu[0-1]
 NodeName=n2 Name=gpu File=$dir/gres/gpu[2-3]
 EOF
 export SLURM_CONF="$dir/etc/slurm.conf"
-mkdir -p "$dir/spool-n1" "$dir/spool-n2" "$dir/spool-n3"
+mkdir -p "$dir/spool-n1" "$dir/spool-n2" "$dir/spool-n3" "$dir/spool-n4"
 slurmctld -i
-slurmd -N n1
-slurmd -N n2
-slurmd -N n3
+for n in n1 n2 n3 n4; do
+    slurmd -N "$n"
+done
 for _ in $(seq 200); do
     if [ "$(sinfo -h -o '%T' 2>/dev/null | grep -c idle)" -ge 1 ] \
-        && [ "$(sinfo -h -N -o '%N %T' 2>/dev/null | grep -c idle)" -ge 3 ]; then
+        && [ "$(sinfo -h -N -o '%N %T' 2>/dev/null | grep -c idle)" -ge 4 ]; then
         echo "export SLURM_CONF=$SLURM_CONF"
         exit 0
     fi

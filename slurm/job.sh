@@ -54,7 +54,7 @@ client)
     out=$RUN_DIR
     manifest=()
     if [ "$CLIENTS" -gt 1 ]; then
-        out=$RUN_DIR/shards/shard-{shard}
+        out="$RUN_DIR/shards/shard-{shard}"
         manifest=(--manifest "$RUN_DIR/run.json")
     fi
     exec "$AIFB_BIN/loadgen" run --recipe "$RUN_DIR/recipe.lock.yaml" --target "$TARGET" \
