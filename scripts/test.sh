@@ -9,8 +9,11 @@
 #   - llama.cpp's llama-server and a small real model (built and fetched once into the
 #     cache by scripts/install-llama-server.sh, ~15 minutes the first time),
 #   - Chromium, which must render the HTML report,
-
-
+#   - SLURM (slurmctld, slurmd, munge from Debian): the tests start a private four-node
+#     cluster on this host with scripts/slurm-cluster.sh (needs root),
+#   - shellcheck for the rendered batch scripts,
+#   - Node.js with typescript and @grafana/schema (npm, cached) to type-check the
+#     dashboards against Grafana's schema,
 #   - a Python venv with pyarrow (cached) to open the Parquet files as users will,
 #   - cargo-nextest when it is missing (falls back to cargo test).
 # Then: cargo fmt --check, cargo clippy -D warnings, the build, all tests and doctests.
@@ -43,7 +46,19 @@ command -v redis-benchmark >/dev/null || apt_install redis-tools
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
 command -v setpriv >/dev/null || apt_install util-linux
 command -v chromium >/dev/null || apt_install chromium
+command -v slurmctld >/dev/null || apt_install slurm-wlm
+command -v munged >/dev/null || apt_install munge
+command -v shellcheck >/dev/null || apt_install shellcheck
+command -v npm >/dev/null || apt_install nodejs npm
 
+grafana_schema="$cache/grafana-schema"
+if [ ! -x "$grafana_schema/node_modules/.bin/tsc" ] || [ ! -d "$grafana_schema/node_modules/@grafana/schema" ]; then
+  say "installing typescript and @grafana/schema into $grafana_schema"
+  mkdir -p "$grafana_schema"
+  echo '{"name": "aifb-grafana-schema", "private": true}' >"$grafana_schema/package.json"
+  (cd "$grafana_schema" && npm install --no-audit --no-fund --silent @grafana/schema@13.2.3 typescript@5.9.3)
+fi
+export AIFB_GRAFANA_SCHEMA="$grafana_schema"
 
 command -v python3 >/dev/null || apt_install python3 python3-venv
 

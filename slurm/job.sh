@@ -38,7 +38,7 @@ service)
     echo $$ >"$SCRATCH/service.pid"
     expand_command "${SERVICE_CMD[@]}"
     if [ -n "$SERVICE_IMAGE" ]; then
-        exec "$APPTAINER" exec "${APPTAINER_ARGS[@]}" "$SERVICE_IMAGE" "${EXPANDED[@]}"
+        exec "$APPTAINER" exec "${APPTAINER_ARGS[@]}" --bind "$SCRATCH" "$SERVICE_IMAGE" "${EXPANDED[@]}"
     fi
     exec "${EXPANDED[@]}"
     ;;

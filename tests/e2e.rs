@@ -270,12 +270,11 @@ fn sigterm_keeps_the_finished_requests() {
             std::time::Instant::now() < deadline,
             "the run never reached its workload"
         );
-        if let Some(run) = std::fs::read_dir(&runs)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .map(|e| e.path())
-            && let Ok(m) = Manifest::read(&run.join("run.json"))
+        if let Some(run) = std::fs::read_dir(&runs).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.join("run.json").is_file())
+        }) && let Ok(m) = Manifest::read(&run.join("run.json"))
             && let Some(lg) = m.processes.iter().find(|p| p.role == "loadgen")
         {
             // Once the second stage runs, wait for requests in flight on the loadgen's own
@@ -1245,4 +1244,90 @@ workload:
             in_second(1)
         );
     }
+}
+
+/// `aifb watch` follows a local run through its loadgen's discovery record, and
+/// `aifb cancel` stops it the gentle way: CANCELLED, finished requests kept.
+#[test]
+fn watch_follows_a_run_and_cancel_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("long.yaml");
+    std::fs::write(&recipe, short_demo("[2]", "10m")).unwrap();
+    let runs = dir.path().join("runs");
+    let mut child = std::process::Command::new(bin("aifb"))
+        .args([
+            "run",
+            recipe.to_str().unwrap(),
+            "--out",
+            runs.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The loadgen announces itself once its /metrics listens.
+    wait_until(
+        "the loadgen's discovery record",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_dir(runs.join(".state/discover"))
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .is_some_and(|e| e.path().join("loadgen-local.json").is_file())
+        },
+    );
+    let run = only_run(&runs);
+    let id = manifest(&run).id;
+    let mut watch = std::process::Command::new(bin("aifb"))
+        .args([
+            "watch",
+            &id,
+            "--out",
+            runs.to_str().unwrap(),
+            "--interval",
+            "0.2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    // Read until a line reports achieved throughput with requests done.
+    let measuring = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| {
+            l.starts_with("RUNNING") && l.contains("users 2") && !l.contains("achieved       0.0/s")
+        })
+        .expect("a RUNNING line with throughput");
+    assert!(measuring.contains("p99"), "{measuring}");
+    let cancel = aifb(
+        dir.path(),
+        &["cancel", &id, "--out", runs.to_str().unwrap()],
+    );
+    assert!(
+        cancel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    // watch ends by itself with the final state.
+    let last = lines.map_while(Result::ok).last().unwrap_or_default();
+    assert!(last.starts_with("CANCELLED"), "{last}");
+    assert!(watch.wait().unwrap().success());
+    let m = manifest(&run);
+    assert_eq!(m.status, RunStatus::Cancelled);
+    assert!(aifb_tests::request_rows(&run).iter().any(|r| r.ok));
+    // Its records say stopped; a cancel of an ended run is refused.
+    let again = aifb(
+        dir.path(),
+        &["cancel", &id, "--out", runs.to_str().unwrap()],
+    );
+    assert_eq!(again.status.code(), Some(2));
+    let services = aifb(dir.path(), &["services", "--out", runs.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&services.stdout);
+    assert!(
+        text.contains("loadgen") && text.contains("exporter") && !text.contains("ready "),
+        "{text}"
+    );
 }

@@ -49,7 +49,13 @@ pub fn only_run(runs_root: &Path) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs_root)
         .expect("runs folder")
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir())
+        // `.state` holds discovery records, not a run.
+        .filter(|p| {
+            p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     assert_eq!(dirs.len(), 1, "expected one run in {}", runs_root.display());
     dirs.remove(0)
@@ -210,11 +216,12 @@ pub fn run_recipe(dir: &Path, name: &str, text: &str) -> (Output, Option<PathBuf
             runs.to_str().expect("path"),
         ],
     );
-    let run = std::fs::read_dir(&runs)
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .map(|e| e.path());
+    let run = std::fs::read_dir(&runs).ok().and_then(|d| {
+        d.flatten().map(|e| e.path()).find(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+    });
     (out, run)
 }
 

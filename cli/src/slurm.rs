@@ -72,13 +72,15 @@ fn slurm_time(secs: u64) -> String {
     )
 }
 
-/// The job's time limit: the recipe's, else the planned workload plus the signal margin
-/// plus ten minutes for start-up and analysis, rounded up to whole minutes.
+/// The job's time limit: the recipe's, else the planned workload plus the service's
+/// readiness timeout, the signal margin and five minutes for start-up and analysis,
+/// rounded up to whole minutes.
 pub fn time_limit(recipe: &Recipe) -> Duration {
     recipe.executor.time.map(|t| t.get()).unwrap_or_else(|| {
         let secs = recipe.planned_duration().as_secs()
+            + recipe.service.health.timeout.get().as_secs()
             + recipe.executor.signal_margin.get().as_secs()
-            + 600;
+            + 300;
         Duration::from_secs(secs.div_ceil(60) * 60)
     })
 }
@@ -556,6 +558,102 @@ pub async fn wait(dir: &RunDir, job: &str) -> Result<Manifest, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn golden_paths() -> JobPaths {
+        JobPaths {
+            run_id: "BM-20260101-000000-abcd".into(),
+            run_dir: "/lustre/project/runs/BM-20260101-000000-abcd".into(),
+            bin_dir: "/lustre/project/aifb/bin".into(),
+            state_dir: "/lustre/project/runs/.state".into(),
+            recipe_dir: "/lustre/project/recipes".into(),
+        }
+    }
+
+    fn golden_recipe(extra: &str) -> Recipe {
+        let text = format!(
+            "name: golden\n{extra}service:\n  kind: vllm\n  model: meta-llama/Llama-3.1-8B-Instruct\n  image: /lustre/images/vllm-0.11.sif\n  command: [vllm, serve, meta-llama/Llama-3.1-8B-Instruct, --host, '{{bind}}', --port, '{{port}}']\n  health: {{timeout: 15m}}\nworkload:\n  pattern: open\n  levels: [1, 2, 4]\n  measure: 60s\n  request: {{op: chat, prompt_tokens: 512, max_tokens: 128}}\n"
+        );
+        Recipe::parse(&text)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .resolved()
+    }
+
+    /// Compares with `slurm/golden/NAME` (`AIFB_UPDATE_GOLDEN=1` rewrites it), checks the
+    /// syntax with `bash -n`, and runs shellcheck when it is installed.
+    fn golden(name: &str, script: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../slurm/golden")
+            .join(name);
+        let script = script.replace(aifb_core::VERSION, "VERSION");
+        if std::env::var_os("AIFB_UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &script).unwrap();
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            want == script,
+            "{} differs from the rendered script; rerun with AIFB_UPDATE_GOLDEN=1 after checking the change",
+            path.display()
+        );
+        let syntax = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            syntax.status.success(),
+            "{}",
+            String::from_utf8_lossy(&syntax.stderr)
+        );
+        if let Ok(out) = std::process::Command::new("shellcheck")
+            .args(["-s", "bash", "-S", "warning"])
+            .arg(&path)
+            .output()
+        {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+
+    #[test]
+    fn hetjob_script_matches_its_golden_file() {
+        let recipe = golden_recipe(
+            "executor:\n  kind: slurm\n  partition: gpu\n  account: p200001\n  qos: default\n  modules: [Apptainer/1.3]\n  sbatch: ['--constraint=h100']\n  service: {cpus: 16, memory: 64G, gpus: 1}\n  clients: {nodes: 2, cpus: 8, memory: 8G}\n",
+        );
+        let script = render(&recipe, &golden_paths(), true);
+        assert!(script.contains("#SBATCH --gpus-per-node=1"));
+        assert!(script.contains("APPTAINER_ARGS=(--nv)"));
+        assert!(
+            !script.contains("CUDA_VISIBLE_DEVICES="),
+            "GPUs come from SLURM"
+        );
+        golden("hetjob.sbatch", &script);
+    }
+
+    #[test]
+    fn single_job_script_matches_its_golden_file() {
+        let recipe = golden_recipe(
+            "executor:\n  kind: slurm\n  partition: gpu\n  layout: single\n  time: 1h\n  service: {cpus: 8, memory: 32G, gres: 'gpu:a100:1'}\nmonitoring:\n  grafana: {enabled: true, image: 'docker://grafana/grafana-oss:12.2.0'}\n",
+        );
+        let script = render(&recipe, &golden_paths(), false);
+        // One allocation sized for every role: 8 + 2 + 1 CPUs, 32G + 2G + 1G.
+        assert!(script.contains("#SBATCH --cpus-per-task=11"));
+        assert!(script.contains("#SBATCH --mem=35840M"));
+        assert!(script.contains("#SBATCH --time=0-01:00:00"));
+        assert!(!script.contains("hetjob\n"));
+        golden("single.sbatch", &script);
+    }
+
+    #[test]
+    fn time_limit_covers_the_workload_and_the_signal_margin() {
+        let r = golden_recipe("executor:\n  kind: slurm\n  partition: gpu\n");
+        let t = time_limit(&r).as_secs();
+        assert!(t >= r.planned_duration().as_secs() + 900 + 120 + 300);
+        assert_eq!(t % 60, 0);
+    }
 
     #[test]
     fn memory_and_time_notation() {
