@@ -635,3 +635,51 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The single-job layout: every role a step of one allocation on one node.
+#[test]
+fn single_job_layout_runs_every_role_in_one_allocation() {
+    let cluster = Cluster::up();
+    let work = tempfile::tempdir().expect("temp dir");
+    let text = recipe("slurm-single", "[2]", "4s", 1).replace(
+        "  partition: debug\n",
+        "  partition: debug\n  layout: single\n",
+    );
+    std::fs::write(work.path().join("single.yaml"), text).unwrap();
+    let out = cluster.aifb(work.path(), &["run", "single.yaml", "--out", "runs"]);
+    let run = only_dir(&work.path().join("runs"));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(run.join("logs/slurm-1.out")).unwrap_or_default()
+    );
+    let m = manifest(&run);
+    assert_eq!(m["status"], "DONE");
+    let script = std::fs::read_to_string(run.join("slurm/job.sbatch")).unwrap();
+    assert!(!script.contains("#SBATCH hetjob"));
+    // One job: service, exporter, loadgen and monitor ran as its steps.
+    let scontrol = std::fs::read_to_string(run.join("logs/scontrol-job.txt")).unwrap();
+    assert!(!scontrol.contains("HetJobId"), "{scontrol}");
+    assert!(request_rows(&run).iter().filter(|r| r.ok).count() > 10);
+    assert!(run.join("prometheus/snapshot").is_dir());
+    let roles: Vec<String> = records(&work.path().join("runs"), m["id"].as_str().unwrap())
+        .iter()
+        .map(|r| {
+            format!(
+                "{}={}",
+                r["role"].as_str().unwrap(),
+                r["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "exporter=stopped",
+            "loadgen=stopped",
+            "prometheus=stopped",
+            "service=stopped"
+        ]
+    );
+}

@@ -140,7 +140,14 @@ fn health(recipe: &Recipe) -> String {
     match recipe.service.kind {
         ServiceKind::Redis => "redis".into(),
         ServiceKind::Postgres => "postgres".into(),
-        ServiceKind::S3 => "none".into(),
+        // A MinIO recipe sets `health.path: /minio/health/ready`; other stores have no
+        // such path and rely on the driver's signed HeadBucket.
+        ServiceKind::S3 => recipe
+            .service
+            .health
+            .path
+            .as_ref()
+            .map_or_else(|| "none".into(), |p| format!("http:{p}")),
         _ => recipe
             .service
             .health_path()
