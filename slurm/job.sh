@@ -136,6 +136,13 @@ finish() {
             signal_step KILL aifb-loadgen
         }
     fi
+    # A loadgen killed before it closed its files left checkpoints: keep those requests.
+    for d in "$RUN_DIR" "$RUN_DIR"/shards/shard-*; do
+        if [ -d "$d/partial" ]; then
+            "$AIFB_BIN/loadgen" recover --out "$d" >>"$RUN_DIR/logs/recover.log" 2>&1 ||
+                log "recovering the checkpoints of $d failed; see logs/recover.log"
+        fi
+    done
     if [ "$CLIENTS" -gt 1 ] && [ -d "$RUN_DIR/shards" ]; then
         "$AIFB_BIN/loadgen" merge --out "$RUN_DIR" --recipe "$RUN_DIR/recipe.lock.yaml" \
             "$RUN_DIR"/shards/shard-* >>"$RUN_DIR/logs/merge.log" 2>&1 ||

@@ -1331,3 +1331,72 @@ fn watch_follows_a_run_and_cancel_stops_it() {
         "{text}"
     );
 }
+
+/// A loadgen killed outright (SIGKILL: no chance to close its files) still leaves the
+/// requests of its checkpoints, which the run joins into requests.parquet.
+#[test]
+fn a_killed_loadgen_keeps_the_requests_of_its_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("long.yaml");
+    std::fs::write(&recipe, short_demo("[2]", "10m")).unwrap();
+    let runs = dir.path().join("runs");
+    let mut child = std::process::Command::new(bin("aifb"))
+        .args([
+            "run",
+            recipe.to_str().unwrap(),
+            "--out",
+            runs.to_str().unwrap(),
+        ])
+        .env("AIFB_CHECKPOINT_INTERVAL", "300ms")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let parts = |run: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(run.join("partial"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_until("two checkpoints", Duration::from_secs(60), || {
+        runs.is_dir() && parts(&only_run(&runs)).len() >= 2
+    });
+    let run = only_run(&runs);
+    let saved: usize = parts(&run)
+        .iter()
+        .map(|p| {
+            requests::read(p)
+                .expect("a part file is complete")
+                .rows
+                .len()
+        })
+        .sum();
+    assert!(saved > 0);
+    let loadgen = manifest(&run)
+        .processes
+        .iter()
+        .find(|p| p.role == "loadgen")
+        .map(|p| p.pid)
+        .expect("loadgen recorded");
+    // SAFETY: killing the loadgen this test's run started.
+    unsafe {
+        libc::kill(loadgen as i32, libc::SIGKILL);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let file = requests::read(&run.join("requests.parquet")).expect("requests.parquet rebuilt");
+    assert!(
+        file.rows.len() >= saved,
+        "{} rows, {saved} checkpointed",
+        file.rows.len()
+    );
+    assert!(file.manifest.is_some(), "the run manifest is in the footer");
+    assert!(
+        !run.join("partial").exists(),
+        "the parts are joined and removed"
+    );
+    assert_eq!(manifest(&run).status, RunStatus::Failed);
+}

@@ -282,6 +282,7 @@ pub async fn run(
         Err(f) => Some(f),
     };
     run.stop_all().await;
+    recover_partial(&run.dir.root).await;
     if let Some(d) = run.data_dir.take()
         && let Err(e) = std::fs::remove_dir_all(&d)
     {
@@ -540,6 +541,30 @@ async fn drive(run: &mut Run, recipe: &Recipe, ci: bool) -> Result<usize, Failur
         recipe.planned_duration().as_secs_f64()
     );
     Ok(run.procs.len() - 1)
+}
+
+/// A loadgen killed before it closed requests.parquet leaves the part files of its
+/// checkpoints in `<dir>/partial`: join them into requests.parquet (`loadgen recover`).
+pub async fn recover_partial(dir: &Path) {
+    if !dir.join("partial").is_dir() {
+        return;
+    }
+    let out = tokio::process::Command::new(sibling("loadgen"))
+        .arg("recover")
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => {
+            eprintln!("aifb: {}", String::from_utf8_lossy(&o.stdout).trim());
+        }
+        Ok(o) => eprintln!(
+            "aifb: warning: recovering the checkpoints failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("aifb: warning: cannot start loadgen recover: {e}"),
+    }
 }
 
 /// Copies what the loadgen's summary.json knows into the manifest: the stage windows and

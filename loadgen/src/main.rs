@@ -46,6 +46,9 @@ enum Command {
     Sim(SimArgs),
     /// Join the run directories of the shards of one multi-node run into one.
     Merge(MergeArgs),
+    /// Rebuild requests.parquet of a run whose loadgen was killed, from the part files
+    /// of its checkpoints (OUT/partial).
+    Recover(RecoverArgs),
     /// Wait until the service answers its driver's readiness check (HTTP health path,
     /// Redis PING, PostgreSQL SELECT 1, signed S3 HeadBucket); exit 0 when ready.
     Ready(ReadyArgs),
@@ -119,6 +122,15 @@ struct RunArgs {
     /// several).
     #[arg(long = "discovery.role")]
     discovery_role: Option<String>,
+    /// Write the requests finished so far as a part file under OUT/partial every this
+    /// long, so that a run killed without a chance to close requests.parquet keeps them
+    /// (`loadgen recover`); 0 turns it off. The folder goes when the run ends normally.
+    #[arg(long, default_value = "10s", value_parser = duration_arg, env = "AIFB_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: Duration,
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    aifb_core::duration::parse(s)
 }
 
 /// `--shard slurm`: this task's share from SLURM (`SLURM_PROCID`/`SLURM_NTASKS`).
@@ -149,6 +161,13 @@ fn parse_shard(s: &str) -> Result<(u32, u32), String> {
         return Err(bad());
     }
     Ok((i, n))
+}
+
+#[derive(clap::Args)]
+struct RecoverArgs {
+    /// The run directory (its partial/ folder is read, its requests.parquet written).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -230,7 +249,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_file = match &cli.command {
         Command::Run(a) => a.log_file.as_deref(),
-        Command::Sim(_) | Command::Ready(_) | Command::Merge(_) => None,
+        Command::Sim(_) | Command::Ready(_) | Command::Merge(_) | Command::Recover(_) => None,
     };
     if let Err(f) = init_logging(log_file) {
         return exit::finish("loadgen", Err(f));
@@ -255,6 +274,14 @@ fn main() -> ExitCode {
             Command::Sim(args) => simulate(args).await,
             Command::Ready(args) => ready(args).await,
             Command::Merge(args) => merge(args),
+            Command::Recover(args) => aifb_loadgen::merge::recover(&args.out)
+                .map(|rows| {
+                    println!(
+                        "recovered {rows} requests into {}",
+                        args.out.join("requests.parquet").display()
+                    )
+                })
+                .map_err(Failure::input),
         }
     });
     exit::finish("loadgen", result)
@@ -547,7 +574,9 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let cancel = signal_watch();
     let (record_tx, record_rx) = mpsc::unbounded_channel();
     let plans = sink::Plans::default();
-    let sink_task = tokio::spawn(sink::drain(record_rx, requests, plans.clone()));
+    let checkpoint = (!args.checkpoint_interval.is_zero())
+        .then(|| sink::Checkpoint::new(dir.root.join("partial"), args.checkpoint_interval));
+    let sink_task = tokio::spawn(sink::drain(record_rx, requests, plans.clone(), checkpoint));
     let (scrape_stop_tx, scrape_stop_rx) = watch::channel(false);
     // The service's own metrics endpoint takes the same credentials as its API.
     let mut targets = args.scrape.clone();
@@ -677,6 +706,13 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let rows = writer
         .finish(Some(&manifest_json))
         .map_err(Failure::check)?;
+    // requests.parquet is complete: the checkpoints are no longer needed.
+    let partial = dir.root.join("partial");
+    if partial.exists()
+        && let Err(e) = std::fs::remove_dir_all(&partial)
+    {
+        tracing::warn!("{}: {e}", partial.display());
+    }
     let samples = metrics_writer
         .finish(Some(&manifest_json))
         .map_err(Failure::check)?;

@@ -267,6 +267,39 @@ impl OrDefaultManifest for Option<Manifest> {
     }
 }
 
+/// Rebuilds `requests.parquet` of a run whose loadgen was killed before it could close
+/// the file, from the part files its checkpoints left in `<dir>/partial/`; the run
+/// manifest (`run.json`, when present) goes into the footer. Returns the rows recovered.
+/// The part folder is removed once the file is written.
+pub fn recover(dir: &Path) -> Result<u64, String> {
+    let partial = dir.join("partial");
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(&partial)
+        .map_err(|e| format!("{}: {e}", partial.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("requests-") && n.ends_with(".parquet"))
+        })
+        .collect();
+    parts.sort();
+    let run = RunDir::new(dir);
+    let manifest = std::fs::read_to_string(run.manifest()).ok();
+    // Written beside, then renamed over whatever a dying writer left behind.
+    let tmp = dir.join(".requests.parquet.recover");
+    let mut requests = RequestWriter::create(&tmp)?;
+    for p in &parts {
+        for row in aifb_core::requests::read(p)?.rows {
+            requests.push(record(row))?;
+        }
+    }
+    let rows = requests.finish(manifest.as_deref().map(str::trim))?;
+    std::fs::rename(&tmp, run.requests()).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::remove_dir_all(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -275,10 +275,34 @@ pub async fn drain(
     mut rx: mpsc::UnboundedReceiver<RequestRecord>,
     mut writer: RequestWriter,
     plans: Plans,
+    mut checkpoint: Option<Checkpoint>,
 ) -> (RequestWriter, BTreeMap<u32, StageStats>, Option<String>) {
     let mut stats: BTreeMap<u32, StageStats> = BTreeMap::new();
     let mut failure = None;
-    while let Some(r) = rx.recv().await {
+    let every = checkpoint
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(3600), |c| c.every);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let r = tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => r,
+                None => break,
+            },
+            _ = tick.tick() => {
+                if let Some(c) = checkpoint.as_mut()
+                    && let Err(e) = c.write()
+                {
+                    // The run goes on: the final file does not depend on checkpoints.
+                    tracing::warn!("checkpoint: {e}");
+                }
+                continue;
+            }
+        };
+        if let Some(c) = checkpoint.as_mut() {
+            c.pending.push(r.clone());
+        }
         stats
             .entry(r.stage)
             .or_insert_with(|| {
@@ -298,6 +322,50 @@ pub async fn drain(
         }
     }
     (writer, stats, failure)
+}
+
+/// Partial results while a run goes on: every `every`, the requests finished since the
+/// last checkpoint are written as one complete Parquet file
+/// `<dir>/requests-NNNNN.parquet`. A run killed without a chance to close
+/// `requests.parquet` (SIGKILL, a node failure) keeps them; `loadgen recover` joins them.
+/// A run that ends normally removes the folder.
+pub struct Checkpoint {
+    /// The folder of the part files (`<run>/partial`).
+    pub dir: std::path::PathBuf,
+    /// How often.
+    pub every: std::time::Duration,
+    pending: Vec<RequestRecord>,
+    written: u32,
+}
+
+impl Checkpoint {
+    /// Checkpoints into `dir` every `every`.
+    pub fn new(dir: std::path::PathBuf, every: std::time::Duration) -> Self {
+        Self {
+            dir,
+            every,
+            pending: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// Writes the pending requests as the next part file (nothing when there are none).
+    pub fn write(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let name = format!("requests-{:05}.parquet", self.written);
+        // Written under a temporary name, then renamed: a part file is always complete.
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut w = RequestWriter::create(&tmp)?;
+        w.extend(self.pending.drain(..))?;
+        w.finish(None)?;
+        std::fs::rename(&tmp, self.dir.join(&name))
+            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        self.written += 1;
+        Ok(())
+    }
 }
 
 /// Opens the requests file.
