@@ -340,3 +340,65 @@ pub async fn run(
     let _ = std::fs::remove_dir_all(scratch.join(format!("aifb-{}-grafana", m.id)));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_dir() -> (tempfile::TempDir, RunDir, Recipe) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::new(tmp.path().join("BM-20260101-000000-abcd"));
+        std::fs::create_dir_all(dir.root.join("prometheus/rules")).unwrap();
+        let recipe = Recipe::parse(
+            "name: t\nservice: {kind: simulator}\nmonitoring:\n  prometheus: {scrape_interval: 2s}\nworkload: {pattern: closed, levels: [1], measure: 1s}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        (tmp, dir, recipe)
+    }
+
+    #[test]
+    fn prometheus_config_passes_promtool() {
+        let (_tmp, dir, recipe) = run_dir();
+        let text = prometheus_yml(&recipe, &dir);
+        assert!(text.contains("scrape_interval: 2000ms"));
+        assert!(text.contains("scrape_timeout: 1600ms"));
+        assert!(text.contains(&format!("{}/prometheus/targets/*.json", dir.root.display())));
+        let prom = dir.root.join("prometheus");
+        std::fs::write(prom.join("rules/aifb.rules.yml"), RULES).unwrap();
+        std::fs::write(prom.join("prometheus.yml"), &text).unwrap();
+        let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+        match std::process::Command::new(promtool)
+            .args(["check", "config"])
+            .arg(prom.join("prometheus.yml"))
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            // The test script installs promtool; a bare `cargo test` may lack it.
+            Err(e) => eprintln!("promtool not run: {e}"),
+        }
+    }
+
+    #[test]
+    fn grafana_provisioning_names_the_run_prometheus_and_dashboards() {
+        let (_tmp, dir, _) = run_dir();
+        let prov = provision_grafana(&dir, "http://n12:9090").unwrap();
+        let ds = std::fs::read_to_string(prov.join("datasources/aifb.yml")).unwrap();
+        assert!(ds.contains("url: http://n12:9090") && ds.contains("uid: aifb-prometheus"));
+        let dash = std::fs::read_to_string(prov.join("dashboards/aifb.yml")).unwrap();
+        let folder = dir.root.join("grafana/dashboards");
+        assert!(dash.contains(&format!("path: {}", folder.display())));
+        assert_eq!(
+            std::fs::read_dir(&folder).unwrap().count(),
+            DASHBOARDS.len()
+        );
+        for (_, text) in DASHBOARDS {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v["panels"][0]["datasource"]["uid"], "aifb-prometheus");
+        }
+    }
+}
