@@ -1246,25 +1246,33 @@ workload:
     }
 }
 
-/// `aifb watch` follows a local run through its loadgen's discovery record, and
-/// `aifb cancel` stops it the gentle way: CANCELLED, finished requests kept.
-#[test]
-fn watch_follows_a_run_and_cancel_stops_it() {
+/// Starts `aifb run` of a ten-minute single-level simulator run in the background, with
+/// `env` added; returns the temp dir, the runs folder and the child.
+fn long_run(env: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf, std::process::Child) {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("long.yaml");
     std::fs::write(&recipe, short_demo("[2]", "10m")).unwrap();
     let runs = dir.path().join("runs");
-    let mut child = std::process::Command::new(bin("aifb"))
+    let child = std::process::Command::new(bin("aifb"))
         .args([
             "run",
             recipe.to_str().unwrap(),
             "--out",
             runs.to_str().unwrap(),
         ])
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    (dir, runs, child)
+}
+
+/// `aifb watch` follows a local run through its loadgen's discovery record, and
+/// `aifb cancel` stops it the gentle way: CANCELLED, finished requests kept.
+#[test]
+fn watch_follows_a_run_and_cancel_stops_it() {
+    let (dir, runs, mut child) = long_run(&[]);
     // The loadgen announces itself once its /metrics listens.
     wait_until(
         "the loadgen's discovery record",
@@ -1336,22 +1344,7 @@ fn watch_follows_a_run_and_cancel_stops_it() {
 /// requests of its checkpoints, which the run joins into requests.parquet.
 #[test]
 fn a_killed_loadgen_keeps_the_requests_of_its_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let recipe = dir.path().join("long.yaml");
-    std::fs::write(&recipe, short_demo("[2]", "10m")).unwrap();
-    let runs = dir.path().join("runs");
-    let mut child = std::process::Command::new(bin("aifb"))
-        .args([
-            "run",
-            recipe.to_str().unwrap(),
-            "--out",
-            runs.to_str().unwrap(),
-        ])
-        .env("AIFB_CHECKPOINT_INTERVAL", "300ms")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (_dir, runs, mut child) = long_run(&[("AIFB_CHECKPOINT_INTERVAL", "300ms")]);
     let parts = |run: &Path| -> Vec<std::path::PathBuf> {
         std::fs::read_dir(run.join("partial"))
             .map(|d| {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use aifb_tests::{Server, bin, bin_dir, free_port, request_rows, wait_until, workspace};
+use aifb_tests::{Server, bin, free_port, only_run, request_rows, wait_until, workspace};
 
 /// A private SLURM cluster, stopped when dropped.
 struct Cluster {
@@ -105,22 +105,6 @@ workload:
 fn manifest(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).expect("run.json"))
         .expect("run.json is JSON")
-}
-
-fn only_dir(root: &Path) -> PathBuf {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .expect("runs folder")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_dir()
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    assert_eq!(dirs.len(), 1, "one run in {}", root.display());
-    dirs[0].clone()
 }
 
 fn records(runs: &Path, run_id: &str) -> Vec<serde_json::Value> {
@@ -301,7 +285,7 @@ fn slurm_run_with_prometheus_discovery_and_export() {
     let out = cluster.aifb(work.path(), &["run", "slurm.yaml", "--out", "runs"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let runs = work.path().join("runs");
-    let run = only_dir(&runs);
+    let run = only_run(&runs);
     assert!(
         out.status.success(),
         "{stderr}\n{}",
@@ -549,7 +533,6 @@ fn slurm_run_with_prometheus_discovery_and_export() {
         String::from_utf8_lossy(&report.stderr)
     );
     assert!(cluster.squeue_empty());
-    let _ = bin_dir();
 }
 
 #[test]
@@ -572,7 +555,7 @@ fn cancelled_slurm_run_keeps_its_finished_requests() {
         String::from_utf8_lossy(&out.stderr)
     );
     let runs = work.path().join("runs");
-    let run = only_dir(&runs);
+    let run = only_run(&runs);
     let run_id = manifest(&run)["id"].as_str().unwrap().to_string();
     // Cancel once the loadgen is measuring and has finished requests.
     wait_until("the loadgen measuring", Duration::from_secs(120), || {
@@ -647,7 +630,7 @@ fn single_job_layout_runs_every_role_in_one_allocation() {
     );
     std::fs::write(work.path().join("single.yaml"), text).unwrap();
     let out = cluster.aifb(work.path(), &["run", "single.yaml", "--out", "runs"]);
-    let run = only_dir(&work.path().join("runs"));
+    let run = only_run(&work.path().join("runs"));
     assert!(
         out.status.success(),
         "{}\n{}",
