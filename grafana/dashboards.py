@@ -52,7 +52,8 @@ OVERVIEW = [
 
 LLM = [
     panel("Time to first token", "s", quantiles("aifb_loadgen_ttft_seconds")),
-    panel("Inter-token latency", "s", quantiles("aifb_loadgen_inter_token_latency_seconds")),
+    panel("Inter-token latency", "s", quantiles("aifb_loadgen_inter_token_latency_seconds"), desc="Per token: a chunk's gap split over the tokens the server counted in it (vLLM continuous_usage_stats), else the chunk gap."),
+    panel("Inter-chunk latency", "s", quantiles("aifb_loadgen_inter_chunk_latency_seconds"), desc="Gap between streamed content chunks, as the client sees them."),
     panel("Time per output token", "s", quantiles("aifb_loadgen_tpot_seconds")),
     panel("Tokens per second", "none", [
         q(f"sum(rate(aifb_loadgen_output_tokens_total{{{RUN}}}[$__rate_interval]))", "output tokens/s"),

@@ -1393,3 +1393,35 @@ fn a_killed_loadgen_keeps_the_requests_of_its_checkpoints() {
     );
     assert_eq!(manifest(&run).status, RunStatus::Failed);
 }
+
+/// `monitoring.chunks` writes every streamed chunk: they add up to each request's
+/// chunks and output tokens, and the first one is the request's first token.
+#[test]
+fn chunks_parquet_keeps_every_streamed_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = short_demo("[2]", "2s")
+        .replace(
+            "  request:\n",
+            "  request:\n    stream: true\n    continuous_usage_stats: true\n",
+        )
+        .replace("workload:\n", "monitoring:\n  chunks: true\nworkload:\n");
+    let run = run_ok(dir.path(), "chunks", &text);
+    let rows = aifb_tests::request_rows(&run);
+    let chunks = aifb_core::chunks::read(&run.join("chunks.parquet")).expect("chunks.parquet");
+    let mut by_request: std::collections::HashMap<&str, Vec<&aifb_core::chunks::ChunkRecord>> =
+        std::collections::HashMap::new();
+    for c in &chunks {
+        by_request.entry(c.request_id.as_str()).or_default().push(c);
+    }
+    let ok: Vec<_> = rows.iter().filter(|r| r.ok).collect();
+    assert!(ok.len() > 10);
+    for r in ok {
+        let cs = &by_request[r.request_id.as_str()];
+        assert_eq!(Some(cs.len() as u32), r.chunks, "{}", r.request_id);
+        let tokens: u32 = cs.iter().map(|c| c.tokens.expect("per-chunk usage")).sum();
+        assert_eq!(Some(tokens), r.output_tokens, "{}", r.request_id);
+        assert_eq!(Some(cs[0].t), r.t_first_token);
+        assert!(cs.windows(2).all(|w| w[0].t <= w[1].t));
+        assert!(cs.iter().all(|c| c.answer && c.t <= r.t_end));
+    }
+}

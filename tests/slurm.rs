@@ -85,6 +85,7 @@ service:
     max_num_seqs: 8
 monitoring:
   scrape_interval: 1s
+  chunks: true
   prometheus:
     scrape_interval: 1s
 workload:
@@ -336,6 +337,10 @@ fn slurm_run_with_prometheus_discovery_and_export() {
         rows.iter().map(|r| r.client.as_str()).collect();
     assert_eq!(clients.len(), 2, "{clients:?}");
     assert!(rows.iter().all(|r| r.ok));
+    // Both shards' chunks, merged.
+    let chunks = aifb_core::chunks::read(&run.join("chunks.parquet")).expect("chunks.parquet");
+    let expected: u32 = rows.iter().filter_map(|r| r.chunks).sum();
+    assert_eq!(chunks.len() as u32, expected);
 
     // Discovery: every component announced itself, and said it stopped; no file_sd
     // target is left for Prometheus.

@@ -15,6 +15,8 @@
 //! | [`clock`] | one wall clock with monotonic precision shared by requests and scrapes |
 //! | [`exit`] | exit codes shared by every binary and the one-line error type |
 
+#[cfg(feature = "parquet")]
+pub mod chunks;
 pub mod clock;
 pub mod discovery;
 pub mod duration;

@@ -555,6 +555,10 @@ pub struct Monitoring {
     /// dashboards and the run's Prometheus.
     #[serde(default)]
     pub grafana: GrafanaSettings,
+    /// Write `chunks.parquet`: every streamed chunk of every LLM request (time, tokens
+    /// when the server counts them, answer or reasoning).
+    #[serde(default)]
+    pub chunks: bool,
 }
 
 /// The run's own Prometheus.
@@ -615,6 +619,7 @@ impl Default for Monitoring {
             exporter: ExporterSettings::default(),
             prometheus: PrometheusSettings::default(),
             grafana: GrafanaSettings::default(),
+            chunks: false,
         }
     }
 }

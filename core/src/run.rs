@@ -64,6 +64,11 @@ impl RunDir {
     pub fn requests(&self) -> PathBuf {
         self.root.join("requests.parquet")
     }
+    /// `chunks.parquet` (optional).
+    pub fn chunks(&self) -> PathBuf {
+        self.root.join("chunks.parquet")
+    }
+
     /// `metrics.parquet`.
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.parquet")

@@ -574,6 +574,27 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let cancel = signal_watch();
     let (record_tx, record_rx) = mpsc::unbounded_channel();
     let plans = sink::Plans::default();
+    // chunks.parquet, when the recipe asks for it: its own writer task.
+    let (chunk_tx, chunk_task) = if recipe.monitoring.chunks {
+        let mut writer =
+            aifb_core::chunks::ChunkWriter::create(&dir.chunks()).map_err(Failure::input)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<aifb_core::chunks::ChunkRecord>>();
+        let task = tokio::spawn(async move {
+            let mut failure = None;
+            while let Some(rows) = rx.recv().await {
+                if failure.is_none()
+                    && let Err(e) = writer.extend(rows)
+                {
+                    tracing::error!("{e}");
+                    failure = Some(e);
+                }
+            }
+            (writer, failure)
+        });
+        (Some(tx), Some(task))
+    } else {
+        (None, None)
+    };
     let checkpoint = (!args.checkpoint_interval.is_zero())
         .then(|| sink::Checkpoint::new(dir.root.join("partial"), args.checkpoint_interval));
     let sink_task = tokio::spawn(sink::drain(record_rx, requests, plans.clone(), checkpoint));
@@ -619,6 +640,7 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         objectives: recipe.slo.clone(),
         plans,
         trace,
+        chunks: chunk_tx,
     });
 
     let bar = ProgressBar::new(0);
@@ -716,6 +738,18 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let samples = metrics_writer
         .finish(Some(&manifest_json))
         .map_err(Failure::check)?;
+    if let Some(task) = chunk_task {
+        // Every sender went with the context: the task ends once it has written all.
+        let (writer, failure) = task
+            .await
+            .map_err(|e| Failure::check(format!("chunk sink failed: {e}")))?;
+        if let Some(e) = failure {
+            return Err(Failure::check(e));
+        }
+        writer
+            .finish(Some(&manifest_json))
+            .map_err(Failure::check)?;
+    }
     let cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
     let summary = sink::summary(
         &manifest.id,

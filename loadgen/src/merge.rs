@@ -214,6 +214,20 @@ pub fn merge(
     }
     let samples = metrics.finish(Some(&manifest_json))?;
 
+    // chunks.parquet, when the shards wrote one.
+    let chunk_files: Vec<PathBuf> = shards
+        .iter()
+        .map(|d| d.join("chunks.parquet"))
+        .filter(|p| p.is_file())
+        .collect();
+    if !chunk_files.is_empty() {
+        let mut chunks = aifb_core::chunks::ChunkWriter::create(&dir.chunks())?;
+        for p in &chunk_files {
+            chunks.extend(aifb_core::chunks::read(p)?)?;
+        }
+        chunks.finish(Some(&manifest_json))?;
+    }
+
     let mut summary = crate::sink::summary(&m.id, &patterns[0], &runs, &stats, validity, slo, 1.0);
     if let Some(list) = summary["stages"].as_array_mut() {
         for s in list {

@@ -48,6 +48,8 @@ pub struct Context<D> {
     pub plans: crate::sink::Plans,
     /// The replayed trace's send offsets, seconds (`arrival: trace`).
     pub trace: Option<Arc<Vec<f64>>>,
+    /// Where each request's streamed chunks go (`monitoring.chunks`).
+    pub chunks: Option<mpsc::UnboundedSender<Vec<aifb_core::chunks::ChunkRecord>>>,
 }
 
 impl<D> Context<D> {
@@ -178,8 +180,12 @@ async fn one<D: Driver>(
             }
         }
         let itl = t.itl.get_or_create(&label);
-        for g in &x.chunk_gaps {
+        for g in &x.token_gaps {
             itl.observe(g.as_secs_f64());
+        }
+        let icl = t.icl.get_or_create(&label);
+        for g in &x.chunk_gaps {
+            icl.observe(g.as_secs_f64());
         }
         for &(phase, d) in &x.server_reported {
             t.server_reported
@@ -199,6 +205,21 @@ async fn one<D: Driver>(
             .add(ok.then(|| (x.first_token.map(|f| ns(f - x.sent)), ns(x.end - x.sent))));
     }
     let c = &ctx.clock;
+    if let Some(tx) = &ctx.chunks
+        && !x.chunk_log.is_empty()
+    {
+        let rows = x
+            .chunk_log
+            .iter()
+            .map(|&(t, tokens, answer)| aifb_core::chunks::ChunkRecord {
+                request_id: request_id.clone(),
+                t: c.unix_ns(t),
+                tokens,
+                answer,
+            })
+            .collect();
+        let _ = tx.send(rows);
+    }
     let record = RequestRecord {
         stage: stage.index,
         concurrency: stage.concurrency,

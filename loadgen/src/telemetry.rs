@@ -27,8 +27,11 @@ pub struct Telemetry {
     pub response_time: Family<OpLabel, Histogram>,
     /// `aifb_loadgen_ttft_seconds{op}`.
     pub ttft: Family<OpLabel, Histogram>,
-    /// `aifb_loadgen_inter_token_latency_seconds{op}` (gap between content chunks).
+    /// `aifb_loadgen_inter_token_latency_seconds{op}`: per token (a chunk's gap split over
+    /// the tokens the server says it carried; the chunk gap when it does not say).
     pub itl: Family<OpLabel, Histogram>,
+    /// `aifb_loadgen_inter_chunk_latency_seconds{op}`: gap between content chunks.
+    pub icl: Family<OpLabel, Histogram>,
     /// `aifb_loadgen_tpot_seconds{op}`.
     pub tpot: Family<OpLabel, Histogram>,
     /// `aifb_loadgen_schedule_lag_seconds{op}`.
@@ -62,6 +65,9 @@ impl Telemetry {
             response_time: Family::new_with_constructor(latency_histogram),
             ttft: Family::new_with_constructor(latency_histogram),
             itl: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
+            icl: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 16))
             }),
             tpot: Family::new_with_constructor(|| {
@@ -112,8 +118,13 @@ impl Telemetry {
         );
         registry.register(
             "aifb_loadgen_inter_token_latency_seconds",
-            "Gap between consecutive content chunks",
+            "Gap between consecutive output tokens (a chunk's gap split over its tokens when the server counts them per chunk, else the chunk gap)",
             t.itl.clone(),
+        );
+        registry.register(
+            "aifb_loadgen_inter_chunk_latency_seconds",
+            "Gap between consecutive content chunks",
+            t.icl.clone(),
         );
         registry.register(
             "aifb_loadgen_tpot_seconds",

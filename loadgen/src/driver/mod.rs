@@ -96,8 +96,16 @@ pub struct Exchange {
     pub first_byte: Option<Instant>,
     /// First chunk with content, reasoning or tool-call output.
     pub first_token: Option<Instant>,
+    /// First chunk with answer output (content or a tool call), after any reasoning.
+    pub first_answer: Option<Instant>,
     /// Gap before every content chunk after the first (inter-chunk latency).
     pub chunk_gaps: Vec<Duration>,
+    /// Inter-token latencies: a chunk's gap split evenly over the tokens the server says
+    /// it carried (per-chunk usage), else the chunk gap itself.
+    pub token_gaps: Vec<Duration>,
+    /// Every content chunk: when, tokens in it (when the server says), answer or
+    /// reasoning.
+    pub chunk_log: Vec<(Instant, Option<u32>, bool)>,
     /// Last byte or error.
     pub end: Instant,
     /// Protocol status (HTTP).
@@ -127,7 +135,10 @@ impl Exchange {
             sent: now,
             first_byte: None,
             first_token: None,
+            first_answer: None,
             chunk_gaps: Vec::new(),
+            token_gaps: Vec::new(),
+            chunk_log: Vec::new(),
             end: now,
             status: None,
             error: None,
@@ -399,6 +410,16 @@ pub trait TokenFold: Default {
     fn finished(&self) -> bool;
     /// An error frame or a frame that was not understood.
     fn failed(&self) -> bool;
+    /// Whether the last frame that carried a token carried answer output (content or a
+    /// tool call) rather than reasoning only.
+    fn answered(&self) -> bool {
+        true
+    }
+    /// The output tokens the server counted up to and including the last frame, when it
+    /// reports them per frame (vLLM's `continuous_usage_stats`).
+    fn tokens_so_far(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Reads a streamed answer to its end: times the first token and the gap before every
@@ -410,6 +431,7 @@ pub async fn read_stream<F: Framing, S: TokenFold>(resp: reqwest::Response, x: &
     let mut framing = F::default();
     let mut state = S::default();
     let mut last: Option<Instant> = None;
+    let mut counted: Option<u32> = None;
     let mut body = resp.bytes_stream();
     while let Some(item) = body.next().await {
         match item {
@@ -418,10 +440,31 @@ pub async fn read_stream<F: Framing, S: TokenFold>(resp: reqwest::Response, x: &
                 x.bytes_received += bytes.len() as u64;
                 for frame in framing.push(&bytes) {
                     if state.take(&frame) {
-                        x.first_token.get_or_insert(now);
-                        if let Some(prev) = last {
-                            x.chunk_gaps.push(now - prev);
+                        // Tokens in this chunk: the server's running count when it gives
+                        // one, else none known (a chunk is then taken as one token).
+                        let tokens = state
+                            .tokens_so_far()
+                            .map(|n| n.saturating_sub(counted.unwrap_or(0)));
+                        if tokens.is_some() {
+                            counted = state.tokens_so_far();
                         }
+                        x.first_token.get_or_insert(now);
+                        if state.answered() {
+                            x.first_answer.get_or_insert(now);
+                        }
+                        if let Some(prev) = last {
+                            let gap = now - prev;
+                            x.chunk_gaps.push(gap);
+                            match tokens {
+                                // A chunk of k tokens: k inter-token gaps of gap/k.
+                                Some(k) if k > 1 => x
+                                    .token_gaps
+                                    .extend(std::iter::repeat_n(gap / k, k as usize)),
+                                Some(0) => {}
+                                _ => x.token_gaps.push(gap),
+                            }
+                        }
+                        x.chunk_log.push((now, tokens, state.answered()));
                         last = Some(now);
                     }
                 }

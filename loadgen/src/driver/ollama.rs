@@ -47,6 +47,9 @@ impl super::TokenFold for NdjsonState {
     fn failed(&self) -> bool {
         self.error
     }
+    fn answered(&self) -> bool {
+        self.answer
+    }
 }
 
 impl NdjsonParser {
@@ -86,6 +89,8 @@ pub struct NdjsonState {
     pub error: bool,
     /// The final line's durations: `total`, `load`, `prompt_eval`, `eval` (nanoseconds).
     pub durations: Vec<(&'static str, u64)>,
+    /// The last content line carried answer output (not `thinking` only).
+    pub answer: bool,
 }
 
 impl NdjsonState {
@@ -105,13 +110,14 @@ impl NdjsonState {
             _ => false,
         };
         let m = v.get("message");
-        let content = non_empty(v.get("response"))
-            || non_empty(v.get("thinking"))
+        let answer = non_empty(v.get("response"))
             || non_empty(m.and_then(|m| m.get("content")))
-            || non_empty(m.and_then(|m| m.get("thinking")))
             || non_empty(m.and_then(|m| m.get("tool_calls")));
+        let content =
+            answer || non_empty(v.get("thinking")) || non_empty(m.and_then(|m| m.get("thinking")));
         if content {
             self.chunks += 1;
+            self.answer = answer;
         }
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             self.done = true;
@@ -251,6 +257,19 @@ impl Driver for Ollama {
 mod tests {
     use super::*;
 
+    #[test]
+    fn thinking_lines_are_not_the_answer() {
+        use crate::driver::TokenFold;
+        let mut s = NdjsonState::default();
+        assert!(s.take(
+            r#"{"message":{"role":"assistant","content":"","thinking":"Hmm"},"done":false}"#
+        ));
+        assert!(!s.answered());
+        assert!(s.take(r#"{"message":{"role":"assistant","content":"Yes"},"done":false}"#));
+        assert!(s.answered());
+        assert_eq!(s.chunks, 2);
+    }
+
     // Lines as Ollama's API documentation shows them for /api/chat.
     const CHAT: &str = concat!(
         r#"{"model":"llama3.2","created_at":"2023-08-04T08:52:19.385406455-07:00","message":{"role":"assistant","content":"The"},"done":false}"#,
@@ -286,6 +305,7 @@ mod tests {
                         ("prompt_eval", 342_546_000),
                         ("eval", 4_535_599_000)
                     ],
+                    answer: true,
                 },
                 "cut at {cut}"
             );

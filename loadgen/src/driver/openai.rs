@@ -139,6 +139,10 @@ pub struct StreamState {
     pub usage: Option<(u32, u32)>,
     /// A mid-stream error object was seen.
     pub error: bool,
+    /// The last content chunk carried answer output (not reasoning only).
+    pub answer: bool,
+    /// Completion tokens the last frame's usage counted (continuous usage stats).
+    pub frame_completion: Option<u32>,
 }
 
 impl StreamState {
@@ -156,6 +160,7 @@ impl StreamState {
             self.error = true;
             return false;
         }
+        self.frame_completion = None;
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
             let get = |k: &str| {
                 u.get(k)
@@ -164,9 +169,11 @@ impl StreamState {
             };
             if let (Some(p), Some(c)) = (get("prompt_tokens"), get("completion_tokens")) {
                 self.usage = Some((p, c));
+                self.frame_completion = Some(c);
             }
         }
         let mut content = false;
+        let mut answer = false;
         if let Some(choices) = v.get("choices").and_then(Value::as_array) {
             for c in choices {
                 let non_empty = |x: Option<&Value>| match x {
@@ -175,14 +182,16 @@ impl StreamState {
                     _ => false,
                 };
                 let delta = c.get("delta");
-                if non_empty(c.get("text"))
+                let answers = non_empty(c.get("text"))
                     || non_empty(delta.and_then(|d| d.get("content")))
+                    || non_empty(delta.and_then(|d| d.get("tool_calls")));
+                if answers
                     || non_empty(delta.and_then(|d| d.get("reasoning_content")))
                     || non_empty(delta.and_then(|d| d.get("reasoning")))
-                    || non_empty(delta.and_then(|d| d.get("tool_calls")))
                 {
                     content = true;
                 }
+                answer |= answers;
                 if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
                     self.finished = true;
                 }
@@ -190,6 +199,7 @@ impl StreamState {
         }
         if content {
             self.chunks += 1;
+            self.answer = answer;
         }
         content
     }
@@ -292,6 +302,12 @@ impl super::TokenFold for StreamState {
     fn failed(&self) -> bool {
         self.error
     }
+    fn answered(&self) -> bool {
+        self.answer
+    }
+    fn tokens_so_far(&self) -> Option<u32> {
+        self.frame_completion
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +319,22 @@ mod tests {
         use crate::dataset::synthetic_prompt;
         assert_eq!(synthetic_prompt(64, 3).split_whitespace().count(), 64);
         assert_eq!(synthetic_prompt(0, 3), "");
+    }
+
+    #[test]
+    fn reasoning_is_not_the_answer_and_per_chunk_usage_counts_tokens() {
+        use crate::driver::TokenFold;
+        let mut s = StreamState::default();
+        assert!(s.take(r#"{"choices":[{"delta":{"reasoning_content":"let me"}}],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#));
+        assert!(!s.answered());
+        assert_eq!(s.tokens_so_far(), Some(2));
+        assert!(s.take(r#"{"choices":[{"delta":{"content":"Yes"}}],"usage":{"prompt_tokens":5,"completion_tokens":5}}"#));
+        assert!(s.answered());
+        assert_eq!(s.tokens_so_far(), Some(5));
+        // Without per-chunk usage the count is unknown, not the last one seen.
+        assert!(s.take(r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#));
+        assert!(s.answered());
+        assert_eq!(s.tokens_so_far(), None);
     }
 
     #[test]
