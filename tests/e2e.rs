@@ -1424,4 +1424,29 @@ fn chunks_parquet_keeps_every_streamed_chunk() {
         assert!(cs.windows(2).all(|w| w[0].t <= w[1].t));
         assert!(cs.iter().all(|c| c.answer && c.t <= r.t_end));
     }
+    // vLLM's per-chunk ITL needs these chunks; its counts are the measured successes.
+    let out = Command::new(bin("analyzer"))
+        .args([
+            "compat",
+            run.to_str().unwrap(),
+            "--as",
+            "vllm",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let measured = rows.iter().filter(|r| r.ok && r.phase == "measure").count();
+    assert_eq!(v[0]["metrics"]["completed"], measured);
+    assert!(
+        v[0]["metrics"]["p99_itl_ms"]
+            .as_f64()
+            .is_some_and(|x| x > 0.0)
+    );
 }

@@ -16,6 +16,7 @@
 
 pub mod bottleneck;
 pub mod changepoint;
+pub mod compat;
 pub mod html;
 pub mod knee;
 pub mod plot;

@@ -101,6 +101,19 @@ enum Command {
         #[arg(long, default_value = "compare")]
         out: PathBuf,
     },
+    /// The headline numbers of vLLM's benchmark_serving, GuideLLM or AIPerf, per stage,
+    /// computed from this run's rows with each tool's own definitions (docs/analysis.md).
+    Compat {
+        /// A run directory, or a requests.parquet file (chunks.parquet beside it is used
+        /// when present).
+        run: PathBuf,
+        /// The peer: vllm, guidellm or aiperf.
+        #[arg(long = "as", value_parser = ["vllm", "guidellm", "aiperf"])]
+        peer: String,
+        /// What to print on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Per-level counts, throughput and latency percentiles of a requests.parquet file of
     /// any size, streamed in bounded memory.
     Summary {
@@ -164,6 +177,7 @@ fn main() -> ExitCode {
         Command::Usl { input, format } => usl(&input, format),
         Command::Compare { runs, out } => compare(&runs, &out),
         Command::Summary { run, format } => summary(&run, format),
+        Command::Compat { run, peer, format } => compat(&run, &peer, format),
         Command::Regress {
             runs,
             calibrate: true,
@@ -836,6 +850,89 @@ fn energy_per_level(
             })
         })
         .collect()
+}
+
+fn compat(run: &Path, peer: &str, format: Format) -> Result<(), Failure> {
+    use aifb_analyzer::compat::{self, Peer};
+    let peer =
+        Peer::parse(peer).ok_or_else(|| Failure::input(format!("--as {peer}: unknown peer")))?;
+    let file = if run.is_dir() {
+        RunDir::new(run).requests()
+    } else {
+        run.to_path_buf()
+    };
+    let rows = aifb_core::requests::read(&file)
+        .map_err(Failure::input)?
+        .rows;
+    let chunk_file = file.with_file_name("chunks.parquet");
+    let chunks = if chunk_file.is_file() {
+        aifb_core::chunks::read(&chunk_file).map_err(Failure::input)?
+    } else {
+        Vec::new()
+    };
+    let stages = compat::run(peer, &rows, &chunks);
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&stages).map_err(|e| Failure::check(e.to_string()))?
+        ),
+        Format::Text => {
+            // The numbers each tool prints first.
+            let keys: &[(&str, &str)] = match peer {
+                Peer::Vllm => &[
+                    ("request_throughput", "req/s"),
+                    ("output_throughput", "out tok/s"),
+                    ("median_ttft_ms", "TTFT p50 ms"),
+                    ("p99_ttft_ms", "TTFT p99 ms"),
+                    ("mean_tpot_ms", "TPOT mean ms"),
+                    ("p99_itl_ms", "ITL p99 ms"),
+                ],
+                Peer::Guidellm => &[
+                    ("requests_per_second", "req/s"),
+                    ("time_to_first_token_ms.median", "TTFT p50 ms"),
+                    ("time_to_first_token_ms.p99", "TTFT p99 ms"),
+                    ("inter_token_latency_ms.mean", "ITL mean ms"),
+                    ("request_latency.median", "latency p50 s"),
+                    ("output_tokens_per_second.mean", "out tok/s/req"),
+                ],
+                Peer::Aiperf => &[
+                    ("request_throughput", "req/s"),
+                    ("output_token_throughput", "out tok/s"),
+                    ("time_to_first_token.p50", "TTFT p50 ms"),
+                    ("time_to_first_token.p99", "TTFT p99 ms"),
+                    ("inter_token_latency.mean", "ITL mean ms"),
+                    ("output_token_throughput_per_user.mean", "tok/s/user"),
+                ],
+            };
+            print!("{:>5} {:>7}", "stage", "level");
+            for (_, h) in keys {
+                print!(" {h:>14}");
+            }
+            println!();
+            for s in stages.as_array().into_iter().flatten() {
+                print!(
+                    "{:>5} {:>7}",
+                    s["stage"],
+                    s["level"].as_f64().map_or("-".into(), |l| format!("{l}"))
+                );
+                for (k, _) in keys {
+                    let v = k.split('.').fold(&s["metrics"], |v, part| {
+                        if part == "p50" {
+                            &v["median"]
+                        } else {
+                            &v[part]
+                        }
+                    });
+                    print!(
+                        " {:>14}",
+                        v.as_f64().map_or("n/a".into(), |x| format!("{x:.3}"))
+                    );
+                }
+                println!();
+            }
+        }
+    }
+    Ok(())
 }
 
 fn summary(run: &Path, format: Format) -> Result<(), Failure> {
