@@ -129,6 +129,11 @@ pub fn stage(peer: Peer, rows: &[&RequestRow], chunks: &HashMap<&str, Vec<&Chunk
             .and_then(|c| c.last().map(|c| c.t))
             .unwrap_or(r.t_end)
     };
+    let ttft_ms: Vec<f64> = ok
+        .iter()
+        .filter_map(|r| ttft_ns(r))
+        .map(|x| x * MS)
+        .collect();
     let mut out = Map::new();
     match peer {
         Peer::Vllm => {
@@ -143,14 +148,7 @@ pub fn stage(peer: Peer, rows: &[&RequestRow], chunks: &HashMap<&str, Vec<&Chunk
                 "total_token_throughput".into(),
                 json!(per_s((total_in + total_out) as f64)),
             );
-            vllm_stats(
-                &mut out,
-                "ttft",
-                ok.iter()
-                    .filter_map(|r| ttft_ns(r))
-                    .map(|x| x * MS)
-                    .collect(),
-            );
+            vllm_stats(&mut out, "ttft", ttft_ms.clone());
             vllm_stats(
                 &mut out,
                 "tpot",
@@ -187,15 +185,7 @@ pub fn stage(peer: Peer, rows: &[&RequestRow], chunks: &HashMap<&str, Vec<&Chunk
                 "request_latency".into(),
                 summary(ok.iter().map(|r| e2e_ns(r) / 1e9).collect()),
             );
-            out.insert(
-                "time_to_first_token_ms".into(),
-                summary(
-                    ok.iter()
-                        .filter_map(|r| ttft_ns(r))
-                        .map(|x| x * MS)
-                        .collect(),
-                ),
-            );
+            out.insert("time_to_first_token_ms".into(), summary(ttft_ms.clone()));
             out.insert(
                 "time_per_output_token_ms".into(),
                 summary(
@@ -255,15 +245,7 @@ pub fn stage(peer: Peer, rows: &[&RequestRow], chunks: &HashMap<&str, Vec<&Chunk
                 "output_token_throughput".into(),
                 json!(per_s(total_out as f64)),
             );
-            out.insert(
-                "time_to_first_token".into(),
-                summary(
-                    ok.iter()
-                        .filter_map(|r| ttft_ns(r))
-                        .map(|x| x * MS)
-                        .collect(),
-                ),
-            );
+            out.insert("time_to_first_token".into(), summary(ttft_ms.clone()));
             out.insert(
                 "inter_token_latency".into(),
                 summary(itl.iter().map(|x| x * MS).collect()),
