@@ -1450,3 +1450,36 @@ fn chunks_parquet_keeps_every_streamed_chunk() {
             .is_some_and(|x| x > 0.0)
     );
 }
+
+/// `workload.stop_when_oversaturated`: a level far beyond capacity ends early and the sweep
+/// with it; a level well within capacity runs its whole window.
+#[test]
+fn an_oversaturated_level_ends_early() {
+    let dir = tempfile::tempdir().unwrap();
+    // The short demo's simulator serves about 25 requests/s.
+    let text = short_demo("[5, 400, 800]", "8s").replace(
+        "  pattern: closed\n",
+        "  pattern: open\n  stop_when_oversaturated: true\n",
+    );
+    let run = run_ok(dir.path(), "oversaturated", &text);
+    let summary = summary_json(&run);
+    let stages = summary["stages"].as_array().unwrap();
+    assert_eq!(
+        stages.len(),
+        2,
+        "the sweep stops after the over-saturated level"
+    );
+    let measured_s = |s: &serde_json::Value| {
+        (s["window"]["measure_end_ns"].as_i64().unwrap()
+            - s["window"]["measure_start_ns"].as_i64().unwrap()) as f64
+            / 1e9
+    };
+    assert_eq!(stages[0]["oversaturated"], false);
+    assert!(
+        (measured_s(&stages[0]) - 8.0).abs() < 0.5,
+        "{}",
+        measured_s(&stages[0])
+    );
+    assert_eq!(stages[1]["oversaturated"], true);
+    assert!(measured_s(&stages[1]) < 8.0, "{}", measured_s(&stages[1]));
+}

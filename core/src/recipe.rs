@@ -824,6 +824,10 @@ pub struct Workload {
     /// ascending: the last level run is the first beyond the SLOs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop_at_slo_miss: bool,
+    /// Open loop: end a level early, and the sweep with it, once its backlog (requests in
+    /// flight plus queued arrivals) keeps growing: the service is past saturation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_when_oversaturated: bool,
     /// When a stage is invalid (its numbers describe the generator, not the service).
     #[serde(default, skip_serializing_if = "is_default")]
     pub validity: Validity,
@@ -1338,6 +1342,12 @@ impl Recipe {
             } else if !(b.is_finite() && b > 0.0) {
                 bad("workload.burstiness", format!("must be > 0, got {b}"));
             }
+        }
+        if w.stop_when_oversaturated && w.pattern != Pattern::Open {
+            bad(
+                "workload.stop_when_oversaturated",
+                "open loop only: a closed loop's users cannot outrun the service".into(),
+            );
         }
         if w.stop_at_slo_miss
             && self.slo.ttft_p99.is_none()

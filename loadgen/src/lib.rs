@@ -17,6 +17,7 @@
 pub mod dataset;
 pub mod driver;
 pub mod merge;
+pub mod saturation;
 pub mod schedule;
 pub mod scrape;
 pub mod sim;

@@ -69,6 +69,7 @@ struct ShardStage {
     window: StageWindow,
     scheduled: Option<u64>,
     generator_cpu: Option<f64>,
+    oversaturated: bool,
 }
 
 fn read_summary(dir: &Path) -> Result<(String, Vec<ShardStage>), String> {
@@ -84,6 +85,7 @@ fn read_summary(dir: &Path) -> Result<(String, Vec<ShardStage>), String> {
             window,
             scheduled: s["scheduled"].as_u64(),
             generator_cpu: s["generator_cpu"].as_f64(),
+            oversaturated: s["oversaturated"].as_bool().unwrap_or(false),
         });
     }
     Ok((pattern, stages))
@@ -101,6 +103,7 @@ fn merge_stages(shards: &[Vec<ShardStage>]) -> (Vec<StageRun>, BTreeMap<u32, f64
                     scheduled: None,
                     generator_cpu_s: None,
                     slo_missed: Vec::new(),
+                    oversaturated: false,
                 },
                 None,
             )
@@ -116,6 +119,7 @@ fn merge_stages(shards: &[Vec<ShardStage>]) -> (Vec<StageRun>, BTreeMap<u32, f64
         if let Some(c) = s.generator_cpu {
             e.1 = Some(e.1.map_or(c, |m: f64| m.max(c)));
         }
+        e.0.oversaturated |= s.oversaturated;
     }
     let cpu = by_stage
         .iter()
@@ -331,6 +335,7 @@ mod tests {
             },
             scheduled: Some(scheduled),
             generator_cpu: Some(cpu),
+            oversaturated: false,
         }
     }
 

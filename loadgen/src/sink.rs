@@ -262,6 +262,7 @@ pub fn summary(
                 "achieved_ratio": evidence.achieved_ratio,
                 "generator_cpu": evidence.generator_cpu,
                 "slo_missed": run.slo_missed,
+                "oversaturated": run.oversaturated,
                 "valid": reasons.is_empty(),
                 "invalid_reasons": reasons,
             })

@@ -402,6 +402,24 @@ pub struct StageRun {
     pub generator_cpu_s: Option<f64>,
     /// The SLO objectives the stage missed (checked with `workload.stop_at_slo_miss`).
     pub slo_missed: Vec<String>,
+    /// The stage was ended early because its backlog kept growing
+    /// (`workload.stop_when_oversaturated`).
+    pub oversaturated: bool,
+}
+
+/// Samples the backlog (in flight plus client queue) once a second from the start of the
+/// measured window; returns once the stage is over-saturated.
+async fn oversaturation(telemetry: Arc<crate::telemetry::Telemetry>, from: Instant, rate: f64) {
+    tokio::time::sleep_until(from.into()).await;
+    let mut backlog = crate::saturation::Backlog::new(rate);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let n = telemetry.in_flight.get().max(0) + telemetry.client_queue.get().max(0);
+        if backlog.observe(u64::try_from(n).unwrap_or(0)) {
+            return;
+        }
+    }
 }
 
 /// CPU seconds (user + system) this process has used.
@@ -470,6 +488,7 @@ pub async fn run<D: Driver>(
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks: JoinSet<bool> = JoinSet::new();
         let mut cancelled = false;
+        let mut oversaturated = false;
         let mut scheduled = None;
         ctx.slo.reset();
         if let Ok(mut plans) = ctx.plans.lock() {
@@ -562,15 +581,31 @@ pub async fn run<D: Driver>(
                 let slots = wl
                     .max_in_flight
                     .map(|n| Arc::new(Semaphore::new(n as usize)));
+                // Shards would each stop on their own: the early stop is for one generator.
+                let watch = async {
+                    if wl.stop_when_oversaturated && ctx.shard.1 == 1 {
+                        oversaturation(ctx.telemetry.clone(), w.measure_start, level).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     _ = open_dispatcher(ctx.clone(), stage, w, timeline, slots, stop_rx.clone(), &mut tasks) => {}
+                    _ = watch => oversaturated = true,
                     _ = stopped(&mut cancel) => cancelled = true,
                 }
             }
         }
-        // Drain: let requests still running finish, up to the request timeout.
-        if cancelled {
+        // Drain: let requests still running finish, up to the request timeout. An
+        // over-saturated stage's backlog would only keep the queue long: it is cut.
+        if cancelled || oversaturated {
             let _ = stop_tx.send(true);
+        }
+        if oversaturated {
+            tracing::warn!(
+                "stage {} is over-saturated (its backlog keeps growing): it ends here, and the sweep with it",
+                index + 1
+            );
         }
         {
             let drain = async { while tasks.join_next().await.is_some() {} };
@@ -618,8 +653,9 @@ pub async fn run<D: Driver>(
             scheduled,
             generator_cpu_s,
             slo_missed,
+            oversaturated,
         });
-        if cancelled || stop {
+        if cancelled || stop || oversaturated {
             break;
         }
     }
