@@ -1483,3 +1483,77 @@ fn an_oversaturated_level_ends_early() {
     assert_eq!(stages[1]["oversaturated"], true);
     assert!(measured_s(&stages[1]) < 8.0, "{}", measured_s(&stages[1]));
 }
+
+/// The simulator's truth log (`loadgen sim --truth`) against the loadgen's rows: for every
+/// request the client's intervals contain the server's (both on the monotonic clock), and
+/// the token counts agree. The size of the difference is measured in bench/loadgen.
+#[test]
+fn client_intervals_contain_the_servers_true_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let truth = dir.path().join("truth.jsonl");
+    let _sim = Server::start(
+        bin("loadgen"),
+        &[
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--max-num-seqs",
+            "8",
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+        None,
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("the simulator", Duration::from_secs(30), || {
+        std::panic::catch_unwind(|| http_get(&format!("{base}/health"))).is_ok()
+    });
+    let recipe = dir.path().join("r.yaml");
+    std::fs::write(
+        &recipe,
+        short_demo("[4]", "2s").replace("  request:\n", "  request:\n    stream: true\n"),
+    )
+    .unwrap();
+    let out = Command::new(bin("loadgen"))
+        .args([
+            "run",
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--target",
+            &base,
+            "--out",
+        ])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = aifb_tests::request_rows(&dir.path().join("run"));
+    let truth: std::collections::HashMap<String, serde_json::Value> =
+        std::fs::read_to_string(&truth)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["request_id"].as_str().unwrap().to_string(), v)
+            })
+            .collect();
+    let ok: Vec<_> = rows.iter().filter(|r| r.ok).collect();
+    assert!(ok.len() > 20);
+    for r in ok {
+        let t = &truth[&r.request_id];
+        assert_eq!(t["tokens"].as_u64(), r.output_tokens.map(u64::from));
+        let server_ttft = t["token_ns"][0].as_i64().unwrap();
+        let server_e2e = t["end_ns"].as_i64().unwrap();
+        assert!(
+            r.t_first_token.unwrap() - r.t_sent >= server_ttft,
+            "{}",
+            r.request_id
+        );
+        assert!(r.t_end - r.t_sent >= server_e2e, "{}", r.request_id);
+    }
+}

@@ -204,6 +204,10 @@ struct SimArgs {
     /// Burn CPU for the modelled time instead of sleeping.
     #[arg(long)]
     burn_cpu: bool,
+    /// Write the server-side times of every streamed request (by x-request-id) to this
+    /// JSONL file: the truth a client's measurements can be checked against.
+    #[arg(long)]
+    truth: Option<PathBuf>,
 }
 
 fn filter() -> tracing_subscriber::EnvFilter {
@@ -323,6 +327,11 @@ async fn simulate(args: SimArgs) -> Result<(), Failure> {
         settings.burn_cpu
     );
     let state = sim::SimState::new(settings, &model);
+    if let Some(p) = &args.truth {
+        state
+            .record_truth(p)
+            .map_err(|e| Failure::input(format!("--truth {e}")))?;
+    }
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

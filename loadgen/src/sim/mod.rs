@@ -269,9 +269,33 @@ pub struct SimState {
     /// The metrics registry.
     pub registry: Registry,
     next_id: std::sync::atomic::AtomicU64,
+    /// Where the server-side times of every streamed request go (`loadgen sim --truth`).
+    truth: std::sync::OnceLock<std::sync::Mutex<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl SimState {
+    /// Records the server-side times of every streamed OpenAI request into `path`, one
+    /// JSON line each: `request_id` (the `x-request-id` header), `tokens`, and
+    /// `token_ns` / `end_ns`, nanoseconds from the handler's start to each token's chunk
+    /// and to the end of the stream, on the monotonic clock. They are the truth a
+    /// client's measurements can be checked against.
+    pub fn record_truth(&self, path: &std::path::Path) -> Result<(), String> {
+        let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.truth
+            .set(std::sync::Mutex::new(std::io::BufWriter::new(file)))
+            .map_err(|_| "the truth log is already open".to_string())
+    }
+
+    /// Writes one truth line (flushed, so a killed simulator keeps what it wrote).
+    pub(crate) fn write_truth(&self, line: &serde_json::Value) {
+        use std::io::Write;
+        if let Some(m) = self.truth.get()
+            && let Ok(mut w) = m.lock()
+        {
+            let _ = writeln!(w, "{line}").and_then(|_| w.flush());
+        }
+    }
+
     /// Builds the engine and registry.
     pub fn new(settings: SimulatorSettings, model: &str) -> Arc<Self> {
         let mut registry = Registry::default();
@@ -281,6 +305,7 @@ impl SimState {
             model: model.to_string(),
             registry,
             next_id: Default::default(),
+            truth: Default::default(),
         })
     }
 

@@ -83,7 +83,18 @@ enum Kind {
     Completion,
 }
 
-async fn chat(State(st): State<Arc<SimState>>, body: Bytes) -> Response {
+fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn chat(
+    State(st): State<Arc<SimState>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("body is not valid JSON");
     };
@@ -102,10 +113,14 @@ async fn chat(State(st): State<Arc<SimState>>, body: Bytes) -> Response {
             _ => 0,
         })
         .sum();
-    generate(st, &req, prompt, Kind::Chat).await
+    generate(st, &req, prompt, Kind::Chat, request_id(&headers)).await
 }
 
-async fn completions(State(st): State<Arc<SimState>>, body: Bytes) -> Response {
+async fn completions(
+    State(st): State<Arc<SimState>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("body is not valid JSON");
     };
@@ -114,7 +129,7 @@ async fn completions(State(st): State<Arc<SimState>>, body: Bytes) -> Response {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(count_tokens).sum(),
         _ => return bad_request("prompt: field required"),
     };
-    generate(st, &req, prompt, Kind::Completion).await
+    generate(st, &req, prompt, Kind::Completion, request_id(&headers)).await
 }
 
 fn token_text(index: u32) -> String {
@@ -145,6 +160,10 @@ struct Stream {
     arrived: Instant,
     state: Arc<SimState>,
     phase: Phase,
+    /// The client's `x-request-id`.
+    request_id: Option<String>,
+    /// Nanoseconds from `arrived` to each token's chunk.
+    token_ns: Vec<u64>,
 }
 
 #[derive(PartialEq)]
@@ -204,6 +223,9 @@ impl Stream {
                                 .observe(self.arrived.elapsed().as_secs_f64());
                         }
                         self.generated = i + 1;
+                        self.token_ns.push(
+                            u64::try_from(self.arrived.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                        );
                         let last = self.generated >= self.max_tokens;
                         return Some(
                             self.chunk(json!({"content": token_text(i)}), last.then_some("length")),
@@ -243,6 +265,14 @@ impl Stream {
                 }
                 Phase::Done => {
                     self.phase = Phase::Closed;
+                    if let Some(id) = &self.request_id {
+                        self.state.write_truth(&json!({
+                            "request_id": id,
+                            "tokens": self.generated,
+                            "token_ns": self.token_ns,
+                            "end_ns": u64::try_from(self.arrived.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                        }));
+                    }
                     return Some(Bytes::from_static(b"data: [DONE]\n\n"));
                 }
                 Phase::Closed => return None,
@@ -270,7 +300,13 @@ fn admit(st: &SimState, prompt: u32, max_tokens: u32) -> (u64, mpsc::UnboundedRe
     (id, rx)
 }
 
-async fn generate(st: Arc<SimState>, req: &Value, prompt: u32, kind: Kind) -> Response {
+async fn generate(
+    st: Arc<SimState>,
+    req: &Value,
+    prompt: u32,
+    kind: Kind,
+    request_id: Option<String>,
+) -> Response {
     let max_tokens = req
         .get("max_tokens")
         .or_else(|| req.get("max_completion_tokens"))
@@ -314,6 +350,8 @@ async fn generate(st: Arc<SimState>, req: &Value, prompt: u32, kind: Kind) -> Re
         arrived: Instant::now(),
         state: st.clone(),
         phase: Phase::Role,
+        request_id,
+        token_ns: Vec::new(),
     };
     if stream {
         let body = futures_util::stream::unfold(s, |mut s| async move {
