@@ -501,6 +501,13 @@ pub struct SimulatorSettings {
     /// Burn CPU for the modelled time instead of sleeping.
     #[serde(default)]
     pub burn_cpu: bool,
+    /// Coefficient of variation of a log-normal factor (mean 1) applied to every step's
+    /// time, so TTFT and inter-token latency have a spread; 0 keeps the model exact.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub step_jitter: f64,
+    /// Seed of the jitter.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub seed: u64,
 }
 
 fn d_max_num_seqs() -> u32 {
@@ -532,6 +539,8 @@ impl Default for SimulatorSettings {
             decode_step_per_seq: d_step_per_seq(),
             scheduler_per_waiting: d_sched(),
             burn_cpu: false,
+            step_jitter: 0.0,
+            seed: 0,
         }
     }
 }
@@ -1261,6 +1270,12 @@ impl Recipe {
         let sim = &s.simulator;
         if sim.max_num_seqs == 0 {
             bad("service.simulator.max_num_seqs", "must be > 0".into());
+        }
+        if !(sim.step_jitter.is_finite() && (0.0..=10.0).contains(&sim.step_jitter)) {
+            bad(
+                "service.simulator.step_jitter",
+                format!("must be between 0 and 10, got {}", sim.step_jitter),
+            );
         }
         let w = &self.workload;
         let r = &w.request;

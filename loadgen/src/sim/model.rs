@@ -48,16 +48,24 @@ pub struct Batcher {
     waiting: VecDeque<Sequence>,
     running: Vec<Sequence>,
     kv_used: u64,
+    /// Log-normal step factor (mean 1) and its generator, with `step_jitter` > 0.
+    jitter: Option<(rand_distr::LogNormal<f64>, rand::rngs::StdRng)>,
 }
 
 impl Batcher {
     /// An idle scheduler.
     pub fn new(settings: SimulatorSettings) -> Self {
+        use rand::SeedableRng;
+        let jitter = (settings.step_jitter > 0.0)
+            .then(|| rand_distr::LogNormal::from_mean_cv(1.0, settings.step_jitter).ok())
+            .flatten()
+            .map(|d| (d, rand::rngs::StdRng::seed_from_u64(settings.seed)));
         Self {
             settings,
             waiting: VecDeque::new(),
             running: Vec::new(),
             kv_used: 0,
+            jitter,
         }
     }
 
@@ -121,6 +129,10 @@ impl Batcher {
             + s.decode_step_per_seq.get() * self.running.len() as u32
             + s.scheduler_per_waiting.get() * self.waiting.len() as u32
             + s.prefill_per_token.get() * u32::try_from(prefill_tokens).unwrap_or(u32::MAX);
+        let duration = match &mut self.jitter {
+            Some((d, rng)) => duration.mul_f64(rand_distr::Distribution::sample(d, rng)),
+            None => duration,
+        };
         let mut step = Step {
             duration,
             ..Step::default()
@@ -158,6 +170,8 @@ mod tests {
             decode_step_per_seq: HumanDuration::millis(1),
             scheduler_per_waiting: HumanDuration(Duration::from_micros(100)),
             burn_cpu: false,
+            step_jitter: 0.0,
+            seed: 0,
         }
     }
 
@@ -168,6 +182,31 @@ mod tests {
             max_tokens: m,
             generated: 0,
         }
+    }
+
+    #[test]
+    fn jitter_spreads_step_times_around_the_model() {
+        let run = |jitter: f64| -> Vec<f64> {
+            let mut b = Batcher::new(SimulatorSettings {
+                step_jitter: jitter,
+                seed: 7,
+                kv_cache_tokens: 10_000,
+                ..settings()
+            });
+            b.submit(seq(1, 0, 4000)).unwrap();
+            (0..4000).map(|_| b.step().duration.as_secs_f64()).collect()
+        };
+        let exact = run(0.0);
+        assert!(exact.windows(2).all(|w| w[0] == w[1]));
+        let spread = run(0.5);
+        let mean = spread.iter().sum::<f64>() / spread.len() as f64;
+        let sd =
+            (spread.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / spread.len() as f64).sqrt();
+        // Mean 1 and coefficient of variation 0.5 around the exact step time.
+        assert!((mean / exact[0] - 1.0).abs() < 0.05, "{mean}");
+        assert!((sd / mean - 0.5).abs() < 0.05, "{}", sd / mean);
+        // Seeded: the same run again gives the same times.
+        assert_eq!(spread, run(0.5));
     }
 
     #[test]
