@@ -671,3 +671,39 @@ fn single_job_layout_runs_every_role_in_one_allocation() {
         ]
     );
 }
+
+/// The time limit: SLURM sends USR1 `signal_margin` before it (`--signal=B:USR1@60`), and
+/// the run drains and keeps its requests before the limit kills anything.
+#[test]
+fn the_time_limit_signal_drains_the_run_before_the_limit() {
+    let cluster = Cluster::up();
+    let work = tempfile::tempdir().expect("temp dir");
+    let text = recipe("slurm-limit", "[2]", "10m", 1)
+        .replace("  time: 15m\n", "  time: 2m\n  signal_margin: 60s\n")
+        .replace(
+            "  prometheus:\n    scrape_interval: 1s\n",
+            "  prometheus:\n    enabled: false\n",
+        );
+    std::fs::write(work.path().join("limit.yaml"), text).unwrap();
+    let out = cluster.aifb(work.path(), &["run", "limit.yaml", "--out", "runs"]);
+    let run = only_run(&work.path().join("runs"));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = manifest(&run);
+    assert_eq!(m["status"], "CANCELLED", "{m}");
+    assert!(
+        m["error"].as_str().unwrap().contains("stopped by USR1"),
+        "{m}"
+    );
+    let rows = request_rows(&run);
+    assert!(rows.iter().filter(|r| r.ok).count() > 20);
+    assert!(run.join("summary.json").is_file());
+    assert!(
+        run.join("report/report.md").is_file(),
+        "analysed after the drain"
+    );
+}
