@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aifb_core::clock::{RunClock, rfc3339};
 use aifb_core::exit::{CHECK_FAILED, Failure, USAGE};
 use aifb_core::recipe::{Collector, Recipe, ServiceKind};
-use aifb_core::run::{Environment, Manifest, RunDir, RunStatus, StageWindow, new_run_id};
+use aifb_core::run::{Manifest, RunDir, RunStatus, StageWindow};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::procs::{self, Output, Proc};
@@ -91,44 +91,6 @@ impl Run {
             }
         }
         self.procs.clear();
-    }
-}
-
-/// Waits until `url` answers 200, the service exits, or the deadline passes.
-async fn wait_ready(
-    client: &reqwest::Client,
-    url: &str,
-    service: Option<&mut Proc>,
-    timeout: Duration,
-    log: &Path,
-) -> Result<Duration, Failure> {
-    let start = Instant::now();
-    let mut service = service;
-    loop {
-        if let Some(p) = service.as_deref_mut()
-            && let Ok(Some(status)) = p.child.try_wait()
-        {
-            let last = procs::last_line(log)
-                .map(|l| format!(": {l}"))
-                .unwrap_or_default();
-            return Err(Failure::input(format!(
-                "service exited ({status}) before it was ready; see {}{last}",
-                log.display()
-            )));
-        }
-        if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
-        {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() >= timeout {
-            return Err(Failure::input(format!(
-                "service not ready: {url} did not answer 200 within {:.0}s (service.health.timeout); see {}",
-                timeout.as_secs_f64(),
-                log.display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -313,8 +275,14 @@ pub fn create_run(
     runs_root: &Path,
     executor: &str,
 ) -> Result<(RunDir, Recipe, Manifest, RunClock), Failure> {
-    let id = new_run_id();
-    let dir = RunDir::new(runs_root.join(&id));
+    let clock = RunClock::start();
+    let status = if executor == "slurm" {
+        RunStatus::Pending
+    } else {
+        RunStatus::Launching
+    };
+    let mut manifest = Manifest::new(&recipe.name, executor, status, rfc3339(clock.now_ns()));
+    let dir = RunDir::new(runs_root.join(&manifest.id));
     dir.create()
         .map_err(|e| Failure::input(format!("{}: {e}", dir.root.display())))?;
     let mut lock = recipe.resolved();
@@ -333,40 +301,17 @@ pub fn create_run(
     }
     std::fs::write(dir.lock(), lock.to_yaml())
         .map_err(|e| Failure::input(format!("{}: {e}", dir.lock().display())))?;
-    let clock = RunClock::start();
-    let mut environment = Environment::detect();
     if recipe.service.kind == ServiceKind::Simulator {
-        environment.service_version = Some(format!("aifb-sim {}", aifb_core::VERSION));
+        manifest.environment.service_version = Some(format!("aifb-sim {}", aifb_core::VERSION));
     }
-    let manifest = Manifest {
-        id: id.clone(),
-        name: recipe.name.clone(),
-        aifb_version: aifb_core::VERSION.into(),
-        status: if executor == "slurm" {
-            RunStatus::Pending
-        } else {
-            RunStatus::Launching
-        },
-        executor: executor.into(),
-        job_ids: vec![],
-        nodes: if executor == "slurm" {
-            vec![]
-        } else {
-            vec![environment.hostname.clone()]
-        },
-        started_at: rfc3339(clock.now_ns()),
-        finished_at: None,
-        environment,
-        processes: vec![],
-        pattern: match recipe.workload.pattern {
-            aifb_core::recipe::Pattern::Closed => "closed".into(),
-            aifb_core::recipe::Pattern::Open => "open".into(),
-        },
-        workload_hash: Some(recipe.workload_hash()),
-        stages: vec![],
-        error: None,
-        time_to_ready_s: None,
+    if executor != "slurm" {
+        manifest.nodes = vec![manifest.environment.hostname.clone()];
+    }
+    manifest.pattern = match recipe.workload.pattern {
+        aifb_core::recipe::Pattern::Closed => "closed".into(),
+        aifb_core::recipe::Pattern::Open => "open".into(),
     };
+    manifest.workload_hash = Some(recipe.workload_hash());
     manifest
         .write(&dir.manifest())
         .map_err(|e| Failure::input(format!("{}: {e}", dir.manifest().display())))?;
@@ -504,9 +449,16 @@ async fn drive(run: &mut Run, recipe: &Recipe, ci: bool) -> Result<usize, Failur
             exp.record.addr.clone().unwrap_or_default()
         );
         let log = logs.join("exporter.log");
-        wait_ready(&client, &url, Some(exp), Duration::from_secs(10), &log)
-            .await
-            .map_err(|f| Failure::check(format!("exporter: {}", f.message)))?;
+        crate::job::wait_http(&client, &url, Duration::from_secs(10), || {
+            matches!(exp.child.try_wait(), Ok(None))
+        })
+        .await
+        .map_err(|e| {
+            let last = procs::last_line(&log)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            Failure::check(format!("exporter {e}; see {}{last}", log.display()))
+        })?;
     }
 
     // Workload.

@@ -5,7 +5,6 @@
 //! with `aifb export --prometheus`, after the job is gone.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use aifb_core::clock::{rfc3339, wall_ns};
@@ -13,10 +12,10 @@ use aifb_core::discovery::{Record, State};
 use aifb_core::exit::Failure;
 use aifb_core::recipe::Recipe;
 use aifb_core::run::{Manifest, RunDir};
-use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::job::{copy_tree, free_port, wait_http};
+use crate::procs::{self, Output, Proc};
 
 /// aifb's recording and alerting rules.
 pub const RULES: &str = include_str!("../../prometheus/rules/aifb.rules.yml");
@@ -92,26 +91,6 @@ pub fn provision_grafana(dir: &RunDir, prometheus_url: &str) -> std::io::Result<
     Ok(prov)
 }
 
-fn spawn(argv: &[String], log: &Path, envs: &[(String, String)]) -> Result<Child, Failure> {
-    let out = std::fs::File::create(log)
-        .map_err(|e| Failure::check(format!("{}: {e}", log.display())))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| Failure::check(format!("{}: {e}", log.display())))?;
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| Failure::input("empty command"))?;
-    Command::new(program)
-        .args(args)
-        .envs(envs.iter().cloned())
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Failure::input(format!("cannot start {program}: {e}")))
-}
-
 fn announce(record: &mut Record, state_dir: &Path, state: State) {
     record.state = state;
     if state == State::Ready {
@@ -158,21 +137,6 @@ async fn snapshot(
         .map_err(|e| format!("copying the snapshot to {}: {e}", target.display()))
 }
 
-async fn stop(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on our own child's PID.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
-        }
-    }
-    if tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
-}
-
 /// Runs the monitor group until SIGTERM or SIGINT.
 pub async fn run(
     recipe: &Recipe,
@@ -193,7 +157,7 @@ pub async fn run(
     let logs = dir.logs();
     let prom_dir = dir.root.join("prometheus");
     let settings = &recipe.monitoring;
-    let mut children: Vec<(Child, Record)> = Vec::new();
+    let mut children: Vec<(Proc, Record)> = Vec::new();
     let mut prometheus: Option<(u16, PathBuf)> = None;
 
     if settings.prometheus.enabled {
@@ -219,14 +183,15 @@ pub async fn run(
             "--web.enable-admin-api".into(),
             "--web.enable-lifecycle".into(),
         ];
-        let mut child = spawn(&argv, &logs.join("prometheus.log"), &[])?;
+        let mut child =
+            procs::spawn("prometheus", &argv, &logs, Output::Log, None).map_err(Failure::input)?;
         let mut rec = record(m, "prometheus", port);
         announce(&mut rec, state_dir, State::Starting);
         let ready = wait_http(
             &client,
             &format!("http://127.0.0.1:{port}/-/ready"),
             Duration::from_secs(120),
-            || matches!(child.try_wait(), Ok(None)),
+            || matches!(child.child.try_wait(), Ok(None)),
         )
         .await;
         if let Err(e) = ready {
@@ -281,14 +246,15 @@ pub async fn run(
                 ));
             }
         };
-        let mut child = spawn(&argv, &logs.join("grafana.log"), &envs)?;
+        let mut child = procs::spawn_with_env("grafana", &argv, &logs, Output::Log, None, &envs)
+            .map_err(Failure::input)?;
         let mut rec = record(m, "grafana", port);
         announce(&mut rec, state_dir, State::Starting);
         match wait_http(
             &client,
             &format!("http://127.0.0.1:{port}/api/health"),
             Duration::from_secs(120),
-            || matches!(child.try_wait(), Ok(None)),
+            || matches!(child.child.try_wait(), Ok(None)),
         )
         .await
         {
@@ -331,7 +297,7 @@ pub async fn run(
         }
     }
     for (child, rec) in children.iter_mut().rev() {
-        stop(child).await;
+        procs::stop(child, Duration::from_secs(20)).await;
         announce(rec, state_dir, State::Stopped);
     }
     if let Some((_, tsdb)) = &prometheus {

@@ -36,11 +36,26 @@ pub fn spawn(
     output: Output,
     addr: Option<String>,
 ) -> Result<Proc, String> {
+    spawn_with_env(role, argv, logs, output, addr, &[])
+}
+
+/// Starts `argv` as `role` with `envs` added to its environment.
+pub fn spawn_with_env(
+    role: &str,
+    argv: &[String],
+    logs: &Path,
+    output: Output,
+    addr: Option<String>,
+    envs: &[(String, String)],
+) -> Result<Proc, String> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| format!("{role}: empty command"))?;
     let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    cmd.args(args)
+        .envs(envs.iter().cloned())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
     match output {
         Output::Log => {
             let path = logs.join(format!("{role}.log"));

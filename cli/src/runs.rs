@@ -25,7 +25,9 @@ pub fn runs(root: &Path) -> Result<Vec<(PathBuf, Manifest)>, Failure> {
 /// The state shown for a run: its recorded status, or `STALE` for a run recorded as
 /// still going whose processes are all gone (killed without a chance to say so).
 pub fn state(m: &Manifest) -> String {
-    let going = !m.status.is_final();
+    if m.status.is_final() {
+        return format!("{:?}", m.status).to_uppercase();
+    }
     let (known, alive) = if m.executor == "slurm" {
         let job = m.job_ids.first();
         (
@@ -40,7 +42,7 @@ pub fn state(m: &Manifest) -> String {
                 .any(|p| std::path::Path::new(&format!("/proc/{}", p.pid)).exists()),
         )
     };
-    if going && known && !alive {
+    if known && !alive {
         "STALE".into()
     } else {
         format!("{:?}", m.status).to_uppercase()

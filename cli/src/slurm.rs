@@ -322,21 +322,9 @@ pub fn parse_job_id(stdout: &str) -> Option<String> {
 }
 
 /// The job's state as `squeue` shows it (`PENDING`, `RUNNING`, ...), `None` once the job
-/// has left the queue.
+/// has left the queue (or when `squeue` cannot be run).
 pub fn queue_state(job: &str) -> Option<String> {
-    let out = std::process::Command::new("squeue")
-        .args(["-h", "-o", "%T", "-j", job])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_string)
+    aifb_core::discovery::slurm_job_state(job).ok().flatten()
 }
 
 /// Submits the rendered script of a run directory; returns the job id.

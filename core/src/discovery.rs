@@ -74,14 +74,25 @@ pub fn owner_alive(record: &Record) -> Option<bool> {
         return Some(Path::new(&format!("/proc/{}", record.pid)).exists());
     }
     let job = record.job_id.split('.').next().unwrap_or(&record.job_id);
+    slurm_job_state(job).ok().map(|state| state.is_some())
+}
+
+/// A SLURM job's state as `squeue` shows it (`PENDING`, `RUNNING`, ...), `None` once the
+/// job has left the queue; an error when `squeue` cannot be run.
+pub fn slurm_job_state(job: &str) -> std::io::Result<Option<String>> {
     let out = std::process::Command::new("squeue")
         .args(["-h", "-o", "%T", "-j", job])
         .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+        .output()?;
     // squeue exits non-zero for a job id it no longer knows.
-    Some(out.status.success() && text.lines().any(|l| !l.trim().is_empty()))
+    if !out.status.success() {
+        return Ok(None);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string))
 }
 
 impl Record {

@@ -219,8 +219,22 @@ impl<R> RowWriter<R> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = (self.to_batch)(&self.pending)?;
-        self.pending.clear();
+        let pending = std::mem::take(&mut self.pending);
+        self.write_group(&pending)
+    }
+
+    /// Writes rows the caller keeps (after any buffered ones) as one row group.
+    pub fn write_rows(&mut self, rows: &[R]) -> Result<(), String> {
+        self.flush()?;
+        self.rows += rows.len() as u64;
+        self.write_group(rows)
+    }
+
+    fn write_group(&mut self, rows: &[R]) -> Result<(), String> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = (self.to_batch)(rows)?;
         let shown = self.path.display();
         self.writer
             .write(&batch)

@@ -264,6 +264,29 @@ impl RunStatus {
 }
 
 impl Manifest {
+    /// A new run's manifest: a fresh id, this aifb's version, the environment of this
+    /// host, and nothing recorded yet.
+    pub fn new(name: &str, executor: &str, status: RunStatus, started_at: String) -> Manifest {
+        Manifest {
+            id: new_run_id(),
+            name: name.to_string(),
+            aifb_version: crate::VERSION.into(),
+            status,
+            executor: executor.into(),
+            job_ids: vec![],
+            nodes: vec![],
+            started_at,
+            finished_at: None,
+            environment: Environment::detect(),
+            processes: vec![],
+            pattern: String::new(),
+            workload_hash: None,
+            stages: vec![],
+            error: None,
+            time_to_ready_s: None,
+        }
+    }
+
     /// Reads `run.json`.
     pub fn read(path: &Path) -> Result<Manifest, String> {
         let text = std::fs::read_to_string(path)

@@ -11,7 +11,7 @@ use aifb_core::discovery::{Record, State as DiscoveryState};
 use aifb_core::exit::{self, Failure};
 use aifb_core::metrics::MetricsWriter;
 use aifb_core::recipe::{Pattern, Recipe, ServiceKind, SimulatorSettings};
-use aifb_core::run::{Environment, Manifest, RunDir, RunStatus, write_atomic};
+use aifb_core::run::{Manifest, RunDir, RunStatus, write_atomic};
 use aifb_loadgen::driver::{self, Driver, DriverError, Spec};
 use aifb_loadgen::scrape::{self, Target};
 use aifb_loadgen::sweep::{self, Context};
@@ -515,24 +515,12 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     let mut manifest = if manifest_path.exists() {
         Manifest::read(&manifest_path).map_err(Failure::input)?
     } else {
-        Manifest {
-            id: aifb_core::run::new_run_id(),
-            name: recipe.name.clone(),
-            aifb_version: aifb_core::VERSION.into(),
-            status: RunStatus::Running,
-            executor: "local".into(),
-            job_ids: vec![],
-            nodes: vec![],
-            started_at: rfc3339(clock.now_ns()),
-            finished_at: None,
-            environment: Environment::detect(),
-            processes: vec![],
-            pattern: String::new(),
-            workload_hash: None,
-            stages: vec![],
-            error: None,
-            time_to_ready_s: None,
-        }
+        Manifest::new(
+            &recipe.name,
+            "local",
+            RunStatus::Running,
+            rfc3339(clock.now_ns()),
+        )
     };
     let pattern = match recipe.workload.pattern {
         Pattern::Closed => "closed",

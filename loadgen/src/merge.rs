@@ -202,7 +202,15 @@ pub fn merge(
             requests.push(r)?;
         }
     }
-    let mut m = manifest.unwrap_or_default_manifest();
+    // Shards whose files carry no manifest get a new one.
+    let mut m = manifest.unwrap_or_else(|| {
+        Manifest::new(
+            "merged",
+            "local",
+            aifb_core::run::RunStatus::Done,
+            String::new(),
+        )
+    });
     m.stages = runs.iter().map(|r| r.window.clone()).collect();
     let manifest_json = serde_json::to_string(&m).map_err(|e| e.to_string())?;
     let rows = requests.finish(Some(&manifest_json))?;
@@ -255,34 +263,6 @@ pub fn merge(
         requests: rows,
         samples,
     })
-}
-
-/// A manifest for shards whose files carry none.
-trait OrDefaultManifest {
-    fn unwrap_or_default_manifest(self) -> Manifest;
-}
-
-impl OrDefaultManifest for Option<Manifest> {
-    fn unwrap_or_default_manifest(self) -> Manifest {
-        self.unwrap_or_else(|| Manifest {
-            id: aifb_core::run::new_run_id(),
-            name: "merged".into(),
-            aifb_version: aifb_core::VERSION.into(),
-            status: aifb_core::run::RunStatus::Done,
-            executor: "local".into(),
-            job_ids: vec![],
-            nodes: vec![],
-            started_at: String::new(),
-            finished_at: None,
-            environment: aifb_core::run::Environment::detect(),
-            processes: vec![],
-            pattern: String::new(),
-            workload_hash: None,
-            stages: vec![],
-            error: None,
-            time_to_ready_s: None,
-        })
-    }
 }
 
 /// Rebuilds `requests.parquet` of a run whose loadgen was killed before it could close

@@ -285,6 +285,8 @@ pub async fn drain(
         .map_or(std::time::Duration::from_secs(3600), |c| c.every);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // With checkpoints, rows wait in the checkpoint until its next part is written, then
+    // move on to the final file: each row is kept once, not copied.
     loop {
         let r = tokio::select! {
             r = rx.recv() => match r {
@@ -292,18 +294,16 @@ pub async fn drain(
                 None => break,
             },
             _ = tick.tick() => {
-                if let Some(c) = checkpoint.as_mut()
-                    && let Err(e) = c.write()
-                {
-                    // The run goes on: the final file does not depend on checkpoints.
-                    tracing::warn!("checkpoint: {e}");
+                if let Some(c) = checkpoint.as_mut() {
+                    if let Err(e) = c.write() {
+                        // The run goes on: the final file does not depend on checkpoints.
+                        tracing::warn!("checkpoint: {e}");
+                    }
+                    keep(&mut writer, &mut failure, c.pending.drain(..));
                 }
                 continue;
             }
         };
-        if let Some(c) = checkpoint.as_mut() {
-            c.pending.push(r.clone());
-        }
         stats
             .entry(r.stage)
             .or_insert_with(|| {
@@ -315,12 +315,13 @@ pub async fn drain(
                 StageStats::planned(plan)
             })
             .add(&r);
-        if failure.is_none()
-            && let Err(e) = writer.push(r)
-        {
-            tracing::error!("{e}");
-            failure = Some(e);
+        match checkpoint.as_mut() {
+            Some(c) => c.pending.push(r),
+            None => keep(&mut writer, &mut failure, Some(r)),
         }
+    }
+    if let Some(c) = checkpoint.as_mut() {
+        keep(&mut writer, &mut failure, c.pending.drain(..));
     }
     (writer, stats, failure)
 }
@@ -360,12 +361,27 @@ impl Checkpoint {
         // Written under a temporary name, then renamed: a part file is always complete.
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let mut w = RequestWriter::create(&tmp)?;
-        w.extend(self.pending.drain(..))?;
+        w.write_rows(&self.pending)?;
         w.finish(None)?;
         std::fs::rename(&tmp, self.dir.join(&name))
             .map_err(|e| format!("{}: {e}", self.dir.display()))?;
         self.written += 1;
         Ok(())
+    }
+}
+
+/// Adds rows to the final file; after the first write error the rest are dropped and the
+/// error is kept for the end of the run.
+fn keep(
+    writer: &mut RequestWriter,
+    failure: &mut Option<String>,
+    rows: impl IntoIterator<Item = RequestRecord>,
+) {
+    if failure.is_none()
+        && let Err(e) = writer.extend(rows)
+    {
+        tracing::error!("{e}");
+        *failure = Some(e);
     }
 }
 
