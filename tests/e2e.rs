@@ -1561,3 +1561,126 @@ fn client_intervals_contain_the_servers_true_intervals() {
         assert!(r.t_end - r.t_sent >= server_e2e, "{}", r.request_id);
     }
 }
+
+/// `workload.search: {mode: sweep}`: a synchronous stage and a throughput probe, then
+/// rates evenly spaced strictly between their measured throughputs. The calibration
+/// stages are marked in run.json and kept out of the analysis's load curve.
+#[test]
+fn a_rate_sweep_calibrates_its_range_and_keeps_calibration_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = short_demo("[1]", "2s").replace(
+        "  pattern: closed\n  levels: [1]\n",
+        "  pattern: open\n  search: {mode: sweep, users: 32, points: 2}\n",
+    ) + "monitoring:\n  exporter:\n    enabled: false\n";
+    let run = run_ok(tmp.path(), "sweep", &text);
+    let summary = summary_json(&run);
+    let stages = summary["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 4, "{summary}");
+    assert_eq!(stages[0]["concurrency"], 1);
+    assert_eq!(stages[0]["calibration"], "synchronous");
+    assert_eq!(stages[1]["concurrency"], 32);
+    assert_eq!(stages[1]["calibration"], "throughput");
+    let search = &summary["search"];
+    let sync = search["synchronous_rps"].as_f64().unwrap();
+    let probe = search["throughput_rps"].as_f64().unwrap();
+    // A batching server completes more with 32 users than with one.
+    assert!(sync > 0.0 && probe > 2.0 * sync, "{search}");
+    for (k, s) in stages[2..].iter().enumerate() {
+        assert!(s["calibration"].is_null(), "{s}");
+        let rate = s["rate"].as_f64().unwrap();
+        let expected = sync + (probe - sync) * (k + 1) as f64 / 3.0;
+        assert!((rate / expected - 1.0).abs() < 0.01, "{rate} vs {expected}");
+    }
+    let m = manifest(&run);
+    assert_eq!(
+        m.stages.iter().map(|w| w.calibration).collect::<Vec<_>>(),
+        vec![
+            Some(aifb_core::run::Calibration::Synchronous),
+            Some(aifb_core::run::Calibration::Throughput),
+            None,
+            None
+        ]
+    );
+    // The synchronous stage sent one request at a time.
+    let rows = requests::read(&run.join("requests.parquet")).unwrap().rows;
+    let mut sync_rows: Vec<_> = rows.iter().filter(|r| r.stage == 0).collect();
+    sync_rows.sort_by_key(|r| r.t_sent);
+    assert!(sync_rows.len() > 3);
+    assert!(
+        sync_rows.windows(2).all(|p| p[1].t_sent >= p[0].t_end),
+        "overlapping requests in the synchronous stage"
+    );
+    let report = report_json(&run);
+    let curve: Vec<f64> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["level"].as_f64().unwrap())
+        .collect();
+    assert_eq!(curve.len(), 2, "only the rates are points of the curve");
+    assert!(curve[0] < curve[1], "{curve:?}");
+    let kinds: Vec<&str> = report["calibration"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["synchronous", "throughput"]);
+    let md = std::fs::read_to_string(run.join("report/report.md")).unwrap();
+    assert!(md.contains("## Rate search (sweep)"), "{md}");
+}
+
+/// `workload.search: {mode: slo}`: a throughput probe, then a bisection over the rate.
+/// The bracket it reports is made of stages that met and missed the SLO, the highest
+/// passing rate lies below the lowest failing one, and it cannot lie well beyond what the
+/// simulator can serve (past capacity the queue, and so TTFT, grows without bound).
+#[test]
+fn an_slo_search_brackets_the_highest_rate_that_meets_the_slo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = short_demo("[1]", "2s").replace(
+        "  pattern: closed\n  levels: [1]\n",
+        "  pattern: open\n  search: {mode: slo, users: 32, max_stages: 6, precision: 0.1}\n",
+    ) + "slo:\n  ttft_p99: 250ms\nmonitoring:\n  exporter:\n    enabled: false\n";
+    let run = run_ok(tmp.path(), "slo-search", &text);
+    let summary = summary_json(&run);
+    let stages = summary["stages"].as_array().unwrap();
+    assert_eq!(stages[0]["calibration"], "throughput", "{summary}");
+    let search = &summary["search"];
+    let probe = search["throughput_rps"].as_f64().unwrap();
+    assert_eq!(
+        stages[1]["rate"].as_f64().unwrap(),
+        (probe * 10.0).round() / 10.0,
+        "the first rate is the probe's throughput (three digits)"
+    );
+    let pass = search["max_rate_meeting_slo"]
+        .as_f64()
+        .expect("a passing rate");
+    let fail = search["min_rate_missing_slo"]
+        .as_f64()
+        .expect("a failing rate");
+    assert!(pass < fail, "{search}");
+    let stage_at = |rate: f64| {
+        stages
+            .iter()
+            .find(|s| s["rate"].as_f64() == Some(rate))
+            .unwrap_or_else(|| panic!("no stage at {rate}: {summary}"))
+    };
+    assert_eq!(stage_at(pass)["slo_missed"], serde_json::json!([]));
+    assert!(
+        stage_at(fail)["slo_missed"]
+            .to_string()
+            .contains("ttft_p99")
+    );
+    let report = report_json(&run);
+    let capacity = report["simulator"]["capacity_rps"].as_f64().unwrap();
+    assert!(pass < 1.25 * capacity, "{pass} vs capacity {capacity}");
+    // The curve is ordered by rate although the search ran the rates out of order.
+    let levels: Vec<f64> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["level"].as_f64().unwrap())
+        .collect();
+    assert!(levels.windows(2).all(|p| p[0] < p[1]), "{levels:?}");
+    assert_eq!(levels.len(), stages.len() - 1);
+}

@@ -515,6 +515,7 @@ mod tests {
             measure_start_ns: 0,
             measure_end_ns: 10_000_000_000,
             end_ns: 10_000_000_000,
+            calibration: None,
         };
         let mut s = crate::stages::summarize(&[], std::slice::from_ref(&w)).remove(0);
         s.ttft = crate::stages::Quantiles::of(vec![ttft_p50; 10]);

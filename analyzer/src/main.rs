@@ -260,11 +260,18 @@ fn report(run: &Path, format: Format) -> Result<(), Failure> {
         Some(m) => m.stages.clone(),
         None => stages::windows_from_rows(&file.rows),
     };
+    // A rate search's calibration stages are reported apart from the load curve.
+    let (windows, calibration_windows) = stages::split_calibration(&windows);
     let mut summaries = stages::summarize(&file.rows, &windows);
+    let mut calibration = stages::summarize(&file.rows, &calibration_windows);
+    let mut search = None;
     if let Ok(text) = std::fs::read_to_string(dir.summary())
         && let Ok(loadgen) = serde_json::from_str::<serde_json::Value>(&text)
     {
         stages::add_generator_verdicts(&mut summaries, &loadgen);
+        stages::add_generator_verdicts(&mut calibration, &loadgen);
+        search =
+            serde_json::from_value::<aifb_core::run::SearchResult>(loadgen["search"].clone()).ok();
     }
     let samples = if dir.metrics().is_file() {
         aifb_core::metrics::read(&dir.metrics()).map_err(Failure::input)?
@@ -285,8 +292,9 @@ fn report(run: &Path, format: Format) -> Result<(), Failure> {
     } else {
         Vec::new()
     };
-    let report =
-        Report::new(manifest.as_ref(), recipe.as_ref(), summaries).with_bottlenecks(findings);
+    let report = Report::new(manifest.as_ref(), recipe.as_ref(), summaries)
+        .with_bottlenecks(findings)
+        .with_search(calibration, &calibration_windows, search);
 
     let out = dir.report();
     let plots = out.join("plots");

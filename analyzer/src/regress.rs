@@ -181,13 +181,11 @@ pub fn comparable(base: &Manifest, new: &Manifest) -> (Option<String>, Vec<Strin
         }
         _ => {}
     }
-    let levels = |m: &Manifest| {
-        m.stages
-            .iter()
-            .map(|s| s.level().to_bits())
-            .collect::<BTreeSet<u64>>()
-    };
-    if levels(base).is_disjoint(&levels(new)) {
+    let shared = base
+        .stages
+        .iter()
+        .any(|b| new.stages.iter().any(|n| n.same_load(b)));
+    if !shared {
         return (Some("no load level in common".into()), warnings);
     }
     let (a, b) = (&base.environment, &new.environment);
@@ -535,7 +533,7 @@ pub fn compare(base: &Digest, new: &Digest, tol: Tolerances, seed: u64) -> Compa
     }
     let mut rng = StdRng::seed_from_u64(seed);
     for bw in &base.manifest.stages {
-        let Some(nw) = new.manifest.stages.iter().find(|s| s.level() == bw.level()) else {
+        let Some(nw) = new.manifest.stages.iter().find(|s| s.same_load(bw)) else {
             continue;
         };
         let (Some(b), Some(n)) = (base.stages.get(&bw.stage), new.stages.get(&nw.stage)) else {

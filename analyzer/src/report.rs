@@ -46,6 +46,17 @@ pub struct SloCheck {
     pub unbounded_p99: bool,
 }
 
+/// A calibration stage of a rate search: closed loop, apart from the load curve.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CalibrationStage {
+    /// `synchronous` or `throughput`.
+    pub kind: String,
+    /// Users.
+    pub users: u32,
+    /// Its aggregates (`level` is the users).
+    pub summary: StageSummary,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -84,6 +95,10 @@ pub struct Report {
     pub bottlenecks: Vec<Vec<crate::bottleneck::Finding>>,
     /// The top finding at the level of maximum throughput.
     pub saturation_bottleneck: Option<crate::bottleneck::Finding>,
+    /// The calibration stages of a rate search (not points of the curve).
+    pub calibration: Vec<CalibrationStage>,
+    /// What the rate search found, as the generator decided it (`workload.search`).
+    pub search: Option<aifb_core::run::SearchResult>,
 }
 
 fn point(s: &StageSummary) -> LevelPoint {
@@ -124,27 +139,19 @@ fn slo_check(recipe: &Recipe, stages: &[StageSummary]) -> Option<SloCheck> {
             ttft && e2e && err
         })
         .collect();
+    // Stages are in level order. The usable capacity stops below the lowest failing
+    // level: a level that passes above it (noise at the limit) does not raise it.
+    let first_failing = stages
+        .iter()
+        .zip(&met)
+        .find(|(_, m)| !**m)
+        .map(|(s, _)| point(s));
     let usable = stages
         .iter()
         .zip(&met)
-        .filter(|(_, m)| **m)
+        .filter(|(s, m)| **m && first_failing.is_none_or(|f| s.level < f.level))
         .map(|(s, _)| point(s))
         .next_back();
-    let first_failing = usable
-        .and_then(|u| {
-            stages
-                .iter()
-                .zip(&met)
-                .find(|(s, m)| s.level > u.level && !**m)
-        })
-        .or_else(|| {
-            if usable.is_none() {
-                stages.iter().zip(&met).find(|(_, m)| !**m)
-            } else {
-                None
-            }
-        })
-        .map(|(s, _)| point(s));
     // The verdict rests on the two levels that bracket it: say when their P99 is not bounded.
     let uses_p99 = slo.ttft_p99.is_some() || slo.e2e_p99.is_some();
     let deciding = [usable, first_failing];
@@ -267,6 +274,8 @@ impl Report {
             usl,
             bottlenecks: Vec::new(),
             saturation_bottleneck: None,
+            calibration: Vec::new(),
+            search: None,
             stages,
         }
     }
@@ -281,6 +290,27 @@ impl Report {
                 .cloned();
         }
         self.bottlenecks = findings;
+        self
+    }
+
+    /// Adds a rate search's calibration stages (with their windows, in the same order)
+    /// and what the search found.
+    pub fn with_search(
+        mut self,
+        calibration: Vec<StageSummary>,
+        windows: &[aifb_core::run::StageWindow],
+        search: Option<aifb_core::run::SearchResult>,
+    ) -> Self {
+        self.calibration = calibration
+            .into_iter()
+            .zip(windows)
+            .map(|(summary, w)| CalibrationStage {
+                kind: w.calibration.map_or("calibration", |c| c.as_str()).into(),
+                users: w.concurrency.unwrap_or(0),
+                summary,
+            })
+            .collect();
+        self.search = search;
         self
     }
 
@@ -420,6 +450,7 @@ impl Report {
         if let Some(slo) = &self.slo {
             md.push_str(&format!("\nSLOs: {}.\n", slo.objectives.join(", ")));
         }
+        md.push_str(&self.search_markdown());
         let warned: Vec<&StageSummary> = self
             .stages
             .iter()
@@ -446,6 +477,68 @@ impl Report {
              Latency is from send to last byte; TTFT from send to the first content token; percentiles \
              are nearest-rank over the requests started in the measured window.\n\n![throughput and latency](plots/throughput_latency.svg)\n",
         );
+        md
+    }
+}
+
+impl Report {
+    /// The rate search's section: its calibration stages and what it found.
+    fn search_markdown(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("n/a".to_string(), |s| format!("{:.1}", s * 1e3));
+        let mut md = String::new();
+        if self.search.is_none() && self.calibration.is_empty() {
+            return md;
+        }
+        let mode = self.search.as_ref().map_or("", |s| s.mode.as_str());
+        md.push_str(&format!(
+            "\n## Rate search{}\n\n",
+            if mode.is_empty() {
+                String::new()
+            } else {
+                format!(" ({mode})")
+            }
+        ));
+        if !self.calibration.is_empty() {
+            md.push_str("Calibration stages (closed loop, no think time; not points of the curve above):\n\n");
+            md.push_str("| stage | calibration | users | throughput req/s | p50 ms | p99 ms | measured | errors |\n");
+            md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+            for c in &self.calibration {
+                let s = &c.summary;
+                md.push_str(&format!(
+                    "| {} | {} | {} | {:.2} | {} | {} | {} | {:.1} % |\n",
+                    s.stage,
+                    c.kind,
+                    c.users,
+                    s.throughput_rps,
+                    ms(s.latency.and_then(|q| q.p50)),
+                    ms(s.latency.and_then(|q| q.p99)),
+                    s.measured,
+                    s.error_rate * 100.0
+                ));
+            }
+            md.push('\n');
+        }
+        if let Some(s) = &self.search {
+            let rps = |v: Option<f64>| {
+                v.map_or("none".to_string(), |r| {
+                    format!("{} req/s", fmt_level((r * 100.0).round() / 100.0))
+                })
+            };
+            if s.mode == "slo" {
+                md.push_str(&format!(
+                    "Highest rate that met every SLO: {}; lowest that missed one: {} (the generator's p99s, stage by stage).",
+                    rps(s.max_rate_meeting_slo),
+                    rps(s.min_rate_missing_slo)
+                ));
+            } else {
+                md.push_str(&format!(
+                    "Rates spread strictly between the synchronous throughput ({}) and the probe's ({}).",
+                    rps(s.synchronous_rps),
+                    rps(s.throughput_rps)
+                ));
+            }
+            md.push_str(&format!(" The search ended: {}.\n", s.ended));
+        }
         md
     }
 }

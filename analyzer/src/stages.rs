@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use aifb_core::requests::RequestRow;
-use aifb_core::run::StageWindow;
+use aifb_core::run::{Calibration, StageWindow};
 use serde::Serialize;
 
 /// Nearest-rank percentile of sorted values (`q` in 0..=1).
@@ -160,6 +160,7 @@ pub fn windows_from_rows(rows: &[RequestRow]) -> Vec<StageWindow> {
             measure_start_ns: i64::MAX,
             measure_end_ns: i64::MIN,
             end_ns: i64::MIN,
+            calibration: None,
         });
         w.start_ns = w.start_ns.min(r.t_intended);
         w.end_ns = w.end_ns.max(r.t_end);
@@ -168,10 +169,33 @@ pub fn windows_from_rows(rows: &[RequestRow]) -> Vec<StageWindow> {
             w.measure_end_ns = w.measure_end_ns.max(r.t_intended);
         }
     }
-    by_stage
+    let mut windows: Vec<StageWindow> = by_stage
         .into_values()
         .filter(|w| w.measure_end_ns > w.measure_start_ns)
-        .collect()
+        .collect();
+    // In a run with open-loop stages, closed-loop ones are a rate search's calibration.
+    if windows.iter().any(|w| w.rate.is_some()) {
+        for w in windows.iter_mut().filter(|w| w.rate.is_none()) {
+            w.calibration = Some(if w.concurrency == Some(1) {
+                Calibration::Synchronous
+            } else {
+                Calibration::Throughput
+            });
+        }
+    }
+    windows
+}
+
+/// Splits a run's windows into the points of its load curve, ordered by level (a
+/// search's rates are run in no particular order), and the calibration stages of a rate
+/// search, which measure the service in another way and are kept apart.
+pub fn split_calibration(windows: &[StageWindow]) -> (Vec<StageWindow>, Vec<StageWindow>) {
+    let (mut curve, calibration): (Vec<StageWindow>, Vec<StageWindow>) = windows
+        .iter()
+        .cloned()
+        .partition(|w| w.calibration.is_none());
+    curve.sort_by(|a, b| a.level().total_cmp(&b.level()).then(a.stage.cmp(&b.stage)));
+    (curve, calibration)
 }
 
 /// Where the median latency of successive slices of the measured window shifts, if it
@@ -248,10 +272,13 @@ pub fn add_generator_verdicts(stages: &mut [StageSummary], loadgen: &serde_json:
             .filter_map(|m| m.as_str())
             .collect();
         if !missed.is_empty() {
-            s.warnings.push(format!(
-                "the sweep stopped after this level: it missed its SLOs ({})",
-                missed.join(", ")
-            ));
+            // A rate search runs on past misses; a sweep with stop_at_slo_miss stops.
+            let what = if loadgen["search"].is_object() {
+                "missed its SLOs"
+            } else {
+                "the sweep stopped after this level: it missed its SLOs"
+            };
+            s.warnings.push(format!("{what} ({})", missed.join(", ")));
         }
     }
 }
@@ -421,6 +448,7 @@ mod tests {
             measure_start_ns: 1_000,
             measure_end_ns: 3_000,
             end_ns: 4_000,
+            calibration: None,
         };
         let rows = vec![
             row(0, "warmup", 0, 1_500, true), // ends inside: counts for throughput

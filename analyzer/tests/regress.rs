@@ -37,6 +37,7 @@ fn write_run(path: &Path, s: &Shape) {
         measure_start_ns: SECOND,
         measure_end_ns: 11 * SECOND,
         end_ns: 12 * SECOND,
+        calibration: None,
     };
     let manifest = Manifest {
         id: "BM-20260101-000000-0001".into(),

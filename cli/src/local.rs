@@ -487,11 +487,18 @@ async fn drive(run: &mut Run, recipe: &Recipe, ci: bool) -> Result<usize, Failur
     run.manifest.processes.push(lg.record.clone());
     run.procs.push(lg);
     run.save();
-    eprintln!(
-        "aifb: {} levels, about {:.0}s",
-        recipe.workload.levels.len(),
-        recipe.planned_duration().as_secs_f64()
-    );
+    match &recipe.workload.search {
+        Some(_) => eprintln!(
+            "aifb: rate search, up to {} stages, at most about {:.0}s",
+            recipe.max_stages(),
+            recipe.planned_duration().as_secs_f64()
+        ),
+        None => eprintln!(
+            "aifb: {} levels, about {:.0}s",
+            recipe.workload.levels.len(),
+            recipe.planned_duration().as_secs_f64()
+        ),
+    }
     Ok(run.procs.len() - 1)
 }
 

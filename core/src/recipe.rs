@@ -730,6 +730,64 @@ pub enum ThinkDistribution {
     Exponential,
 }
 
+/// How the generator chooses an open loop's rates by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMode {
+    /// A synchronous stage (one user) and a throughput probe (`users` users) calibrate
+    /// the range, then `points` rates evenly spaced strictly between the two measured
+    /// throughputs are run, as GuideLLM's sweep does.
+    Sweep,
+    /// A throughput probe, then a bisection over the rate for the highest one whose
+    /// stage meets every objective of `slo`, to within `precision`.
+    Slo,
+}
+
+/// `workload.search`: the generator picks the rates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// `sweep` or `slo`.
+    pub mode: SearchMode,
+    /// Users of the throughput probe (closed loop, no think time): enough to saturate
+    /// the service.
+    #[serde(default = "d_search_users")]
+    pub users: u32,
+    /// `sweep`: rates run between the synchronous and the probe's throughput.
+    #[serde(default = "d_search_points")]
+    pub points: u32,
+    /// `slo`: the search stops once the highest passing and the lowest failing rate are
+    /// this close, relative to the failing one.
+    #[serde(default = "d_search_precision")]
+    pub precision: f64,
+    /// `slo`: stages at most, the probe included.
+    #[serde(default = "d_search_max_stages")]
+    pub max_stages: u32,
+}
+
+fn d_search_users() -> u32 {
+    256
+}
+fn d_search_points() -> u32 {
+    8
+}
+fn d_search_precision() -> f64 {
+    0.05
+}
+fn d_search_max_stages() -> u32 {
+    10
+}
+
+impl Search {
+    /// Most stages the search can run.
+    pub fn max_stages(&self) -> u32 {
+        match self.mode {
+            SearchMode::Sweep => self.points.saturating_add(2),
+            SearchMode::Slo => self.max_stages,
+        }
+    }
+}
+
 /// When a stage's numbers describe the generator rather than the service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -792,8 +850,13 @@ impl Operation {
 pub struct Workload {
     /// `closed` (levels are users) or `open` (levels are requests per second).
     pub pattern: Pattern,
-    /// The load levels of the sweep, increasing.
+    /// The load levels of the sweep, increasing (none with `search`, which picks them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub levels: Vec<f64>,
+    /// Open loop: let the generator choose the rates (`mode: sweep`, GuideLLM-style, or
+    /// `mode: slo`, the highest rate that meets the recipe's SLOs) instead of `levels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Search>,
     /// Closed loop: pause of a user between a response and its next request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think_time: Option<HumanDuration>,
@@ -1179,6 +1242,14 @@ impl Recipe {
                 );
             }
         }
+        if ex.kind == ExecutorKind::Slurm && ex.clients.nodes > 1 && self.workload.search.is_some()
+        {
+            bad(
+                "executor.clients.nodes",
+                "a rate search decides each stage from the last one: it runs on one client node"
+                    .into(),
+            );
+        }
         if ex.kind == ExecutorKind::Slurm && ex.layout == Layout::Single && ex.clients.nodes > 1 {
             bad(
                 "executor.clients.nodes",
@@ -1294,11 +1365,70 @@ impl Recipe {
         if self.monitoring.scrape_interval.get().is_zero() {
             bad("monitoring.scrape_interval", "must be > 0".into());
         }
-        if w.levels.is_empty() {
-            bad(
+        match &w.search {
+            None if w.levels.is_empty() => bad(
                 "workload.levels",
-                "must list at least one load level".into(),
-            );
+                "must list at least one load level (or set workload.search)".into(),
+            ),
+            Some(_) if !w.levels.is_empty() => bad(
+                "workload.levels",
+                "not with workload.search, which chooses the levels: remove one of them".into(),
+            ),
+            Some(search) => {
+                if w.pattern != Pattern::Open {
+                    bad(
+                        "workload.search",
+                        "searches rates: only for pattern: open".into(),
+                    );
+                }
+                if w.arrival == Some(Arrival::Trace) {
+                    bad("workload.search", "not with arrival: trace".into());
+                }
+                if w.ramp.is_some() {
+                    bad("workload.ramp", "not with workload.search".into());
+                }
+                if search.users == 0 {
+                    bad("workload.search.users", "must be > 0".into());
+                }
+                match search.mode {
+                    SearchMode::Sweep => {
+                        if search.points == 0 {
+                            bad("workload.search.points", "must be > 0".into());
+                        }
+                    }
+                    SearchMode::Slo => {
+                        if !(search.precision.is_finite()
+                            && search.precision > 0.0
+                            && search.precision < 1.0)
+                        {
+                            bad(
+                                "workload.search.precision",
+                                format!("must be between 0 and 1, got {}", search.precision),
+                            );
+                        }
+                        if search.max_stages < 3 {
+                            bad(
+                                "workload.search.max_stages",
+                                format!(
+                                    "must be at least 3 (the probe and two rates), got {}",
+                                    search.max_stages
+                                ),
+                            );
+                        }
+                        if self.slo.ttft_p99.is_none()
+                            && self.slo.e2e_p99.is_none()
+                            && self.slo.error_rate.is_none()
+                        {
+                            bad(
+                                "workload.search",
+                                "mode: slo needs at least one objective in slo (ttft_p99, e2e_p99, error_rate)"
+                                    .into(),
+                            );
+                        }
+                    }
+                }
+            }
+            None => {}
         }
         for (i, &level) in w.levels.iter().enumerate() {
             let path = format!("workload.levels[{i}]");
@@ -1362,6 +1492,12 @@ impl Recipe {
             bad(
                 "workload.stop_when_oversaturated",
                 "open loop only: a closed loop's users cannot outrun the service".into(),
+            );
+        }
+        if w.stop_at_slo_miss && w.search.as_ref().is_some_and(|s| s.mode == SearchMode::Slo) {
+            bad(
+                "workload.stop_at_slo_miss",
+                "not with search mode: slo, which runs past SLO misses to bracket the limit".into(),
             );
         }
         if w.stop_at_slo_miss
@@ -1685,7 +1821,19 @@ impl Recipe {
             .get()
             .saturating_add(w.measure.get())
             .saturating_add(w.cooldown.get());
-        per_level.saturating_mul(u32::try_from(w.levels.len()).unwrap_or(u32::MAX))
+        let stages = match &w.search {
+            Some(s) => s.max_stages(),
+            None => u32::try_from(w.levels.len()).unwrap_or(u32::MAX),
+        };
+        per_level.saturating_mul(stages)
+    }
+
+    /// Stages the sweep runs at most: its levels, or what its search may run.
+    pub fn max_stages(&self) -> usize {
+        match &self.workload.search {
+            Some(s) => s.max_stages() as usize,
+            None => self.workload.levels.len(),
+        }
     }
 }
 
@@ -1727,6 +1875,51 @@ workload:
             errs[0].to_string(),
             "workload.levels[2]: must be > 0, got 0 (line 6)"
         );
+    }
+
+    #[test]
+    fn a_search_replaces_levels_in_an_open_loop_only() {
+        let open = |search: &str| {
+            format!(
+                "name: t\nservice: {{kind: simulator}}\nworkload:\n  pattern: open\n  search: {search}\n"
+            )
+        };
+        let r = Recipe::parse(&open("{mode: sweep}")).unwrap();
+        let s = r.workload.search.as_ref().unwrap();
+        assert_eq!((s.users, s.points), (256, 8));
+        assert_eq!(r.max_stages(), 10);
+        let w = &r.workload;
+        assert_eq!(
+            r.planned_duration(),
+            (w.warmup.get() + w.measure.get() + w.cooldown.get()) * 10
+        );
+        let first = |text: &str| Recipe::parse(text).unwrap_err()[0].to_string();
+        assert!(
+            first(&open("{mode: slo}")).starts_with("workload.search: mode: slo needs"),
+            "an SLO search without objectives"
+        );
+        assert!(
+            first(&open("{mode: sweep}\n  levels: [1]")).starts_with("workload.levels: not with"),
+        );
+        assert!(
+            first(&open("{mode: sweep}").replace("pattern: open", "pattern: closed"))
+                .starts_with("workload.search: searches rates")
+        );
+        assert!(first(&open("{mode: sweep, points: 0}")).starts_with("workload.search.points"));
+        let slo = open("{mode: slo, precision: 1.5}") + "slo: {e2e_p99: 1s}\n";
+        assert!(first(&slo).starts_with("workload.search.precision"));
+        let sharded = open("{mode: sweep}")
+            + "executor: {kind: slurm, clients: {nodes: 2, cpus: 2, memory: 1G}}\n";
+        let errs = Recipe::parse(&sharded).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e
+                .to_string()
+                .starts_with("executor.clients.nodes: a rate search")),
+            "{errs:?}"
+        );
+        let stop = open("{mode: slo}") + "slo: {e2e_p99: 1s}\n";
+        let stop = stop.replace("pattern: open", "pattern: open\n  stop_at_slo_miss: true");
+        assert!(first(&stop).starts_with("workload.stop_at_slo_miss: not with"));
     }
 
     #[test]

@@ -126,9 +126,62 @@ pub struct StageWindow {
     pub measure_end_ns: i64,
     /// End of cooldown (and of the stage's drain).
     pub end_ns: i64,
+    /// A stage a rate search ran to calibrate its range (`synchronous`, `throughput`):
+    /// closed-loop, not a point of the rate curve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// What a rate search (`workload.search`) found: `summary.json`'s `search`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResult {
+    /// `sweep` or `slo`.
+    pub mode: String,
+    /// Throughput of the synchronous stage, requests/s (`sweep`).
+    #[serde(default)]
+    pub synchronous_rps: Option<f64>,
+    /// Throughput of the throughput probe, requests/s.
+    #[serde(default)]
+    pub throughput_rps: Option<f64>,
+    /// `slo`: the highest rate run that met every objective, below any that missed.
+    #[serde(default)]
+    pub max_rate_meeting_slo: Option<f64>,
+    /// `slo`: the lowest rate run that missed an objective.
+    #[serde(default)]
+    pub min_rate_missing_slo: Option<f64>,
+    /// Why the search ended.
+    pub ended: String,
+}
+
+/// What a calibration stage of a rate search measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Calibration {
+    /// One user, no think time: the service's rate for one request at a time.
+    Synchronous,
+    /// Many users, no think time: the most the service completes.
+    Throughput,
+}
+
+impl Calibration {
+    /// The name in run.json and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Calibration::Synchronous => "synchronous",
+            Calibration::Throughput => "throughput",
+        }
+    }
 }
 
 impl StageWindow {
+    /// Whether `other` applied the same load: the same users or rate, in the same role (a
+    /// search's calibration stage of 64 users is not a 64 req/s stage).
+    pub fn same_load(&self, other: &StageWindow) -> bool {
+        self.concurrency == other.concurrency
+            && self.rate == other.rate
+            && self.calibration == other.calibration
+    }
+
     /// The load level: users or rate.
     pub fn level(&self) -> f64 {
         self.concurrency.map(f64::from).or(self.rate).unwrap_or(0.0)
@@ -362,6 +415,7 @@ mod tests {
                 measure_start_ns: 2,
                 measure_end_ns: 3,
                 end_ns: 4,
+                calibration: None,
             }],
             error: None,
             time_to_ready_s: None,

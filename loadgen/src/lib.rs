@@ -9,6 +9,8 @@
 //! | [`merge`] | `loadgen merge`: one run directory from the shards of a multi-node run |
 //! | [`schedule`] | the open loop's arrival timeline (constant, Poisson, gamma) and think times |
 //! | [`sweep`] | stages, closed and open loops, phases |
+//! | [`search`] | which level each stage runs: fixed levels or a rate search (sweep, SLO-bounded) |
+//! | [`saturation`] | early stop of an open-loop level whose backlog keeps growing |
 //! | [`slo`] | per-stage p99s of the measured requests, to stop a sweep at the first level missing its SLOs |
 //! | [`sink`] | requests.parquet and per-stage HdrHistograms (summary.json) |
 //! | [`scrape`] | scrapes `/metrics` endpoints into metrics.parquet |
@@ -20,6 +22,7 @@ pub mod merge;
 pub mod saturation;
 pub mod schedule;
 pub mod scrape;
+pub mod search;
 pub mod sim;
 pub mod sink;
 pub mod slo;

@@ -487,6 +487,14 @@ async fn wait_ready<D: Driver>(spec: Spec, timeout: Duration) -> Result<(), Fail
 async fn run(args: RunArgs) -> Result<(), Failure> {
     let recipe = load_recipe(&args.recipe)?;
     check_target(&recipe, &args.target)?;
+    if recipe.workload.search.is_some() && args.shard.1 > 1 {
+        return Err(Failure::input(format!(
+            "{}: workload.search decides each stage from the last one: it cannot run as --shard {}/{}",
+            args.recipe.display(),
+            args.shard.0,
+            args.shard.1
+        )));
+    }
     let spec = Spec::new(&recipe, &args.target).map_err(driver_failure)?;
     with_driver!(recipe.service.kind, execute(args, recipe, spec))
 }
@@ -646,14 +654,21 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let levels = recipe.workload.levels.len();
-    let unit = if pattern == "closed" {
-        "users"
-    } else {
-        "req/s"
+    // A search runs up to its stage budget: "stage 3/≤10".
+    let levels = match &recipe.workload.search {
+        Some(_) => format!("≤{}", recipe.max_stages()),
+        None => recipe.max_stages().to_string(),
     };
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let on_stage = |index: u32, level: f64, length: Duration| {
+    let on_stage = |index: u32, step: aifb_loadgen::search::Step, length: Duration| {
+        let (level, unit) = match step.level {
+            aifb_loadgen::search::Level::Users(n) => (f64::from(n), "users"),
+            aifb_loadgen::search::Level::Rate(r) => (r, "req/s"),
+        };
+        let unit = match step.calibration {
+            Some(c) => format!("{unit} ({} calibration)", c.as_str()),
+            None => unit.to_string(),
+        };
         if !terminal && args.log_file.is_some() {
             eprintln!(
                 "loadgen: stage {}/{levels}: {level} {unit} for {:.1}s",
@@ -698,7 +713,10 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
             Err(_) => tracing::warn!("--start-at {at} has passed: starting now"),
         }
     }
-    let windows = sweep::run(ctx.clone(), cancel.clone(), &on_stage).await;
+    let sweep::Sweep {
+        stages: windows,
+        search,
+    } = sweep::run(ctx.clone(), cancel.clone(), &on_stage).await;
     ticker.abort();
     bar.finish_and_clear();
     // The driver stays for teardown; the rest of the context (with the record sender)
@@ -758,6 +776,9 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
         cpus,
     );
     let mut summary = summary;
+    if let Some(found) = &search {
+        summary["search"] = serde_json::to_value(found).unwrap_or_default();
+    }
     summary["service"] = serde_json::json!({
         "version": manifest.environment.service_version,
         "models": manifest.environment.service_models,

@@ -312,6 +312,7 @@ mod tests {
                 measure_start_ns: start + 10,
                 measure_end_ns: end - 10,
                 end_ns: end,
+                calibration: None,
             },
             scheduled: Some(scheduled),
             generator_cpu: Some(cpu),

@@ -244,6 +244,7 @@ pub fn summary(
                 "level": w.level(),
                 "concurrency": w.concurrency,
                 "rate": w.rate,
+                "calibration": w.calibration,
                 "window": w,
                 "requests": s.requests,
                 "measured": s.measured,

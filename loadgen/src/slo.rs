@@ -78,6 +78,15 @@ impl SloWatch {
         }
     }
 
+    /// Measured requests of the stage so far and how many of them failed.
+    pub fn measured(&self) -> (u64, u64) {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|w| (w.measured, w.failed)))
+            .unwrap_or((0, 0))
+    }
+
     /// The objectives the stage missed, one phrase each; empty when it met them all (or
     /// measured nothing).
     pub fn missed(&self, slo: &Slo) -> Vec<String> {

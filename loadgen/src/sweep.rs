@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aifb_core::clock::RunClock;
-use aifb_core::recipe::{Pattern, Workload};
+use aifb_core::recipe::Workload;
 use aifb_core::requests::{RequestRecord, error_class};
 use aifb_core::run::StageWindow;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::driver::{Call, Driver, Exchange};
+use crate::search::{Level, Outcome, Planner, Step};
 use crate::telemetry::Telemetry;
 
 /// Everything a request task needs.
@@ -444,26 +445,38 @@ async fn cpu_between(from: Instant, to: Instant) -> Option<f64> {
     Some(process_cpu_seconds()? - a)
 }
 
-/// Progress reporting hook: called when a stage starts, with its index, level and length.
-pub type OnStage<'a> = &'a (dyn Fn(u32, f64, Duration) + Sync);
+/// Progress reporting hook: called when a stage starts, with its index, step and length.
+pub type OnStage<'a> = &'a (dyn Fn(u32, Step, Duration) + Sync);
 
-/// Runs every stage; returns what each stage that ran did (a cancelled run ends with a
-/// shortened last stage).
+/// What the sweep did.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    /// Every stage that ran (a cancelled run ends with a shortened last stage).
+    pub stages: Vec<StageRun>,
+    /// What a rate search found (`workload.search`).
+    pub search: Option<aifb_core::run::SearchResult>,
+}
+
+/// Runs the stages the planner chooses, one after the other.
 pub async fn run<D: Driver>(
     ctx: Arc<Context<D>>,
     mut cancel: watch::Receiver<bool>,
     on_stage: OnStage<'_>,
-) -> Vec<StageRun> {
+) -> Sweep {
     let wl = ctx.workload.clone();
+    let mut planner = Planner::new(&wl);
+    let mut outcomes: Vec<Outcome> = Vec::new();
     let mut windows = Vec::new();
-    for (i, &level) in wl.levels.iter().enumerate() {
+    let mut previous_rate = 0.0;
+    while let Some(step) = planner.next(&outcomes) {
         if *cancel.borrow() {
             break;
         }
+        let i = windows.len();
         let index = u32::try_from(i).unwrap_or(u32::MAX);
-        let (concurrency, rate) = match wl.pattern {
-            Pattern::Closed => (Some(level as u32), None),
-            Pattern::Open => (None, Some(level)),
+        let (concurrency, rate) = match step.level {
+            Level::Users(n) => (Some(n), None),
+            Level::Rate(r) => (None, Some(r)),
         };
         let stage = StageInfo {
             index,
@@ -484,7 +497,7 @@ pub async fn run<D: Driver>(
             measure_end,
             end: measure_end + wl.cooldown.get(),
         };
-        on_stage(index, level, w.end - w.start);
+        on_stage(index, step, w.end - w.start);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks: JoinSet<bool> = JoinSet::new();
         let mut cancelled = false;
@@ -508,10 +521,13 @@ pub async fn run<D: Driver>(
             );
         }
         let cpu = tokio::spawn(cpu_between(w.measure_start, w.measure_end));
-        match wl.pattern {
-            Pattern::Closed => {
-                let think = wl.think_time.unwrap_or_default().get();
-                let users = concurrency.unwrap_or(0);
+        match step.level {
+            Level::Users(users) => {
+                // A search's calibration stages send back to back.
+                let think = match step.calibration {
+                    Some(_) => Duration::ZERO,
+                    None => wl.think_time.unwrap_or_default().get(),
+                };
                 // Users start spread over the ramp-up (default: half the warmup, at most
                 // 2 s), so that equal-length requests do not stay in lock-step.
                 let spread = wl.ramp_up.map_or_else(
@@ -534,7 +550,7 @@ pub async fn run<D: Driver>(
                     _ = stopped(&mut cancel) => cancelled = true,
                 }
             }
-            Pattern::Open => {
+            Level::Rate(level) => {
                 // The whole sweep's timeline, of which this shard sends its share.
                 let length = w.end - w.start;
                 let offsets = match &ctx.trace {
@@ -548,7 +564,7 @@ pub async fn run<D: Driver>(
                     None if wl.ramp.is_some() => crate::schedule::ramped_arrivals(
                         wl.arrival.unwrap_or_default(),
                         crate::schedule::Ramp {
-                            from: if i == 0 { 0.0 } else { wl.levels[i - 1] },
+                            from: previous_rate,
                             to: level,
                             ramp: wl.ramp.map(|r| r.get()).unwrap_or_default(),
                         },
@@ -603,8 +619,17 @@ pub async fn run<D: Driver>(
         }
         if oversaturated {
             tracing::warn!(
-                "stage {} is over-saturated (its backlog keeps growing): it ends here, and the sweep with it",
-                index + 1
+                "stage {} is over-saturated (its backlog keeps growing): it ends here{}",
+                index + 1,
+                if wl
+                    .search
+                    .as_ref()
+                    .is_some_and(|s| s.mode == aifb_core::recipe::SearchMode::Slo)
+                {
+                    ""
+                } else {
+                    ", and the sweep with it"
+                }
             );
         }
         {
@@ -628,6 +653,7 @@ pub async fn run<D: Driver>(
             measure_start_ns: c.unix_ns(w.measure_start.min(now)),
             measure_end_ns: c.unix_ns(w.measure_end.min(now)),
             end_ns: c.unix_ns(now),
+            calibration: step.calibration,
         };
         let generator_cpu_s = if cpu.is_finished() {
             cpu.await.ok().flatten()
@@ -635,12 +661,35 @@ pub async fn run<D: Driver>(
             cpu.abort();
             None
         };
-        let slo_missed = if wl.stop_at_slo_miss {
+        let searching = wl.search.is_some();
+        let slo_missed = if wl.stop_at_slo_miss || searching {
             ctx.slo.missed(&ctx.objectives)
         } else {
             Vec::new()
         };
-        let stop = !slo_missed.is_empty();
+        let measured = ctx.slo.measured();
+        let kept_schedule = scheduled
+            .is_none_or(|n| measured.0 as f64 >= n as f64 * wl.validity.min_achieved_ratio);
+        let secs = window.measure_secs();
+        outcomes.push(Outcome {
+            step,
+            throughput: if secs > 0.0 {
+                (measured.0 - measured.1) as f64 / secs
+            } else {
+                0.0
+            },
+            met_slo: slo_missed.is_empty() && !oversaturated && kept_schedule,
+        });
+        if let Some(r) = rate {
+            previous_rate = r;
+        }
+        // A search reads a missed SLO or an over-saturated rate as a result, not as the
+        // end; calibration stages never stop the sweep.
+        let slo_search = wl
+            .search
+            .as_ref()
+            .is_some_and(|s| s.mode == aifb_core::recipe::SearchMode::Slo);
+        let stop = wl.stop_at_slo_miss && !slo_missed.is_empty() && step.calibration.is_none();
         if stop {
             tracing::warn!(
                 "stage {} misses its SLOs ({}): the sweep stops here",
@@ -655,11 +704,18 @@ pub async fn run<D: Driver>(
             slo_missed,
             oversaturated,
         });
-        if cancelled || stop || oversaturated {
+        if cancelled || stop || (oversaturated && !slo_search) {
             break;
         }
     }
     ctx.telemetry.target_concurrency.set(0);
     ctx.telemetry.offered_rate.set(0.0);
-    windows
+    let search = planner.found(&outcomes);
+    if let Some(f) = &search {
+        tracing::info!("rate search ended: {}", f.ended);
+    }
+    Sweep {
+        stages: windows,
+        search,
+    }
 }

@@ -55,11 +55,13 @@ impl Spec {
         let recipe = recipe.resolved();
         let secret = recipe.service.auth.secret().map_err(DriverError::new)?;
         let w = &recipe.workload;
-        let connections = match w.pattern {
-            aifb_core::recipe::Pattern::Closed => {
+        let connections = match (&w.search, w.pattern) {
+            // The throughput probe's users.
+            (Some(s), _) => s.users.max(16),
+            (None, aifb_core::recipe::Pattern::Closed) => {
                 w.levels.iter().cloned().fold(1.0, f64::max).min(100_000.0) as u32
             }
-            aifb_core::recipe::Pattern::Open => 16,
+            (None, aifb_core::recipe::Pattern::Open) => 16,
         };
         Ok(Spec {
             target: target.trim_end_matches('/').to_string(),
