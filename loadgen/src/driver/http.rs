@@ -75,6 +75,107 @@ pub async fn exchange(
     x
 }
 
+/// [`exchange`] over the lean HTTP/1.1 pool: `request` builds the request (it may be
+/// built twice when a stale keep-alive connection makes the first attempt fail).
+pub async fn exchange_h1(
+    pool: &super::h1::Pool,
+    request: impl Fn() -> hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    op: &'static str,
+    bytes_sent: u64,
+    expect: Expect<'_>,
+    call: Call<'_>,
+    check: Option<BodyCheck<'_>>,
+) -> Exchange {
+    let mut x = Exchange::start(op, bytes_sent);
+    let body = async {
+        let (mut lease, resp) = match pool.send(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                x.error = Some(e);
+                return;
+            }
+        };
+        x.first_byte = Some(Instant::now());
+        let status = resp.status().as_u16();
+        x.status = Some(status);
+        let ok = match expect {
+            Expect::Success => resp.status().is_success(),
+            Expect::Statuses(s) => s.contains(&status),
+        };
+        let mut body = resp.into_body();
+        let mut buf = Vec::new();
+        while let Some(item) = lease.chunk(&mut body).await {
+            match item {
+                Ok(b) => {
+                    x.bytes_received += b.len() as u64;
+                    if check.is_some() && ok {
+                        buf.extend_from_slice(&b);
+                    }
+                }
+                Err(e) => {
+                    x.error = Some(e);
+                    return;
+                }
+            }
+        }
+        lease.release();
+        if !ok {
+            x.error = Some(status_class(status));
+        } else if let Some(check) = check
+            && !check(&buf)
+        {
+            x.error = Some(error_class::PROTOCOL);
+        }
+    };
+    if tokio::time::timeout(call.timeout, body).await.is_err() {
+        x.error = Some(error_class::TIMEOUT);
+    }
+    x.end = Instant::now();
+    x
+}
+
+/// The parts of the generic driver's request that do not change between requests, for
+/// the lean client.
+struct Prepared {
+    pool: super::h1::Pool,
+    uri: hyper::Uri,
+    headers: hyper::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Prepared {
+    fn new(spec: &Spec, w: &HttpWorkload, token: Option<&str>) -> Option<Prepared> {
+        use hyper::header::{AUTHORIZATION, HOST, HeaderName, HeaderValue};
+        let pool = super::h1::Pool::for_target(&spec.target, spec.connections.max(64) as usize)?;
+        let base_path = spec
+            .target
+            .strip_prefix("http://")
+            .and_then(|r| r.find('/').map(|i| &r[i..]))
+            .unwrap_or("");
+        let uri: hyper::Uri = format!("{base_path}{}", w.path).parse().ok()?;
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_str(pool.authority()).ok()?);
+        for (k, v) in &w.headers {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            );
+        }
+        if let Some(t) = token {
+            headers.insert(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {t}")).ok()?,
+            );
+        }
+        Some(Prepared {
+            pool,
+            uri,
+            headers,
+            body: bytes::Bytes::from(w.body.clone().unwrap_or_default()),
+        })
+    }
+}
+
 /// A JSON-over-HTTP API with an optional credential header: the setup calls of the
 /// vector databases.
 pub struct JsonApi {
@@ -128,6 +229,8 @@ pub struct Http {
     w: HttpWorkload,
     health: Option<String>,
     token: Option<String>,
+    /// The lean client for `http://` targets (`None`: reqwest, e.g. for `https://`).
+    lean: Option<Prepared>,
 }
 
 impl Driver for Http {
@@ -140,7 +243,9 @@ impl Driver for Http {
                     w.method
                 ))
             })?;
+        let lean = Prepared::new(spec, &w, spec.secret.as_deref());
         Ok(Http {
+            lean,
             client: http_client(spec.connections)?,
             base: spec.target.clone(),
             method,
@@ -164,6 +269,34 @@ impl Driver for Http {
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
+        let expect = if self.w.expect_status.is_empty() {
+            Expect::Success
+        } else {
+            Expect::Statuses(&self.w.expect_status)
+        };
+        if let Some(p) = &self.lean {
+            let id = hyper::header::HeaderValue::from_str(call.request_id).ok();
+            let request = || {
+                let mut r = hyper::Request::new(http_body_util::Full::new(p.body.clone()));
+                *r.method_mut() = self.method.clone();
+                *r.uri_mut() = p.uri.clone();
+                *r.headers_mut() = p.headers.clone();
+                if let Some(id) = &id {
+                    r.headers_mut().insert("x-request-id", id.clone());
+                }
+                r
+            };
+            return exchange_h1(
+                &p.pool,
+                request,
+                "http",
+                p.body.len() as u64,
+                expect,
+                call,
+                None,
+            )
+            .await;
+        }
         let mut req = self
             .client
             .request(self.method.clone(), format!("{}{}", self.base, self.w.path));
@@ -178,11 +311,6 @@ impl Driver for Http {
             sent = b.len() as u64;
             req = req.body(b.clone());
         }
-        let expect = if self.w.expect_status.is_empty() {
-            Expect::Success
-        } else {
-            Expect::Statuses(&self.w.expect_status)
-        };
         exchange(req, "http", sent, expect, call, None).await
     }
 

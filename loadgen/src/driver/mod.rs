@@ -18,6 +18,7 @@
 //! the byte and token counts. It never panics on what a server answers.
 
 pub mod chroma;
+pub mod h1;
 pub mod http;
 pub mod ollama;
 pub mod openai;
@@ -424,18 +425,62 @@ pub trait TokenFold: Default {
     }
 }
 
+/// Where the bytes of a response body come from, chunk by chunk as they arrive.
+pub trait ByteSource: Send {
+    /// The next chunk; `None` at the end of the body, an error class when it broke off.
+    fn next_chunk(
+        &mut self,
+    ) -> impl Future<Output = Option<Result<bytes::Bytes, &'static str>>> + Send;
+}
+
+/// A reqwest response's body.
+pub struct ReqwestBody(
+    std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static>,
+    >,
+);
+
+impl ReqwestBody {
+    /// The body of `resp`.
+    pub fn new(resp: reqwest::Response) -> ReqwestBody {
+        ReqwestBody(Box::pin(resp.bytes_stream()))
+    }
+}
+
+impl ByteSource for ReqwestBody {
+    async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, &'static str>> {
+        use futures_util::StreamExt;
+        self.0.next().await.map(|r| r.map_err(|e| classify(&e)))
+    }
+}
+
+/// A body read over the lean HTTP/1.1 client, with the connection that carries it.
+pub struct LeasedBody<'a> {
+    /// The connection, back to the pool once the body was read to its end.
+    pub lease: h1::Lease<'a>,
+    /// The body.
+    pub body: hyper::body::Incoming,
+}
+
+impl ByteSource for LeasedBody<'_> {
+    async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, &'static str>> {
+        self.lease.chunk(&mut self.body).await
+    }
+}
+
 /// Reads a streamed answer to its end: times the first token and the gap before every
 /// later one, counts bytes, and fills the token counts and the outcome (`protocol` for an
 /// error frame, `truncated` when it never finished). Returns the fold for driver-specific
 /// fields.
-pub async fn read_stream<F: Framing, S: TokenFold>(resp: reqwest::Response, x: &mut Exchange) -> S {
-    use futures_util::StreamExt;
+pub async fn read_stream<F: Framing, S: TokenFold>(
+    body: &mut impl ByteSource,
+    x: &mut Exchange,
+) -> S {
     let mut framing = F::default();
     let mut state = S::default();
     let mut last: Option<Instant> = None;
     let mut counted: Option<u32> = None;
-    let mut body = resp.bytes_stream();
-    while let Some(item) = body.next().await {
+    while let Some(item) = body.next_chunk().await {
         match item {
             Ok(bytes) => {
                 let now = Instant::now();
@@ -472,7 +517,7 @@ pub async fn read_stream<F: Framing, S: TokenFold>(resp: reqwest::Response, x: &
                 }
             }
             Err(e) => {
-                x.error = Some(classify(&e));
+                x.error = Some(e);
                 break;
             }
         }

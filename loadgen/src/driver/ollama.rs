@@ -217,7 +217,11 @@ impl Driver for Ollama {
                 x.error = Some(status_class(resp.status().as_u16()));
                 return;
             }
-            let state: NdjsonState = read_stream::<NdjsonParser, NdjsonState>(resp, &mut x).await;
+            let state: NdjsonState = read_stream::<NdjsonParser, NdjsonState>(
+                &mut super::ReqwestBody::new(resp),
+                &mut x,
+            )
+            .await;
             x.server_reported = state
                 .durations
                 .iter()

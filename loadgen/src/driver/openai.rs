@@ -26,6 +26,42 @@ pub struct OpenAi {
     prompts: Prompts,
     health: Option<String>,
     token: Option<String>,
+    /// The lean HTTP/1.1 client for `http://` targets.
+    lean: Option<std::sync::Arc<Lean>>,
+}
+
+/// What the lean client needs beyond the pool: the base path and the fixed headers.
+#[derive(Debug)]
+struct Lean {
+    pool: super::h1::Pool,
+    base_path: String,
+    headers: hyper::HeaderMap,
+}
+
+impl Lean {
+    fn new(spec: &Spec) -> Option<Lean> {
+        use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+        let pool = super::h1::Pool::for_target(&spec.target, spec.connections.max(64) as usize)?;
+        let base_path = spec
+            .target
+            .strip_prefix("http://")
+            .and_then(|r| r.find('/').map(|i| r[i..].to_string()))
+            .unwrap_or_default();
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_str(pool.authority()).ok()?);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(t) = &spec.secret {
+            headers.insert(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {t}")).ok()?,
+            );
+        }
+        Some(Lean {
+            pool,
+            base_path,
+            headers,
+        })
+    }
 }
 
 impl Driver for OpenAi {
@@ -36,6 +72,7 @@ impl Driver for OpenAi {
             shape.continuous_usage_stats = Some(r.service.kind == ServiceKind::Vllm);
         }
         Ok(OpenAi {
+            lean: Lean::new(spec).map(std::sync::Arc::new),
             client: http_client(spec.connections)?,
             base: spec.target.clone(),
             prompts: Prompts::for_workload(&r.workload).map_err(DriverError::permanent)?,
@@ -60,6 +97,16 @@ impl Driver for OpenAi {
     }
 
     async fn call(&self, call: Call<'_>) -> Exchange {
+        if let Some(lean) = &self.lean {
+            return exchange_lean(
+                lean,
+                &self.shape,
+                &self.model,
+                self.prompts.get(call.entry.unwrap_or(call.seq)),
+                call,
+            )
+            .await;
+        }
         exchange(
             &self.client,
             &self.base,
@@ -239,6 +286,108 @@ pub async fn exchange(
     x
 }
 
+/// [`exchange`] over the lean HTTP/1.1 client.
+async fn exchange_lean(
+    lean: &Lean,
+    shape: &RequestShape,
+    model: &str,
+    prompt: Prompt<'_>,
+    call: Call<'_>,
+) -> Exchange {
+    let (path, body) = request_body(shape, model, &prompt.text, prompt.max_tokens);
+    let payload = bytes::Bytes::from(body.to_string());
+    let mut x = Exchange::start(shape.op.name(), payload.len() as u64);
+    let uri: Option<hyper::Uri> = format!("{}{path}", lean.base_path).parse().ok();
+    let id = hyper::header::HeaderValue::from_str(call.request_id).ok();
+    let request = || {
+        let mut r = hyper::Request::new(http_body_util::Full::new(payload.clone()));
+        *r.method_mut() = hyper::Method::POST;
+        if let Some(u) = &uri {
+            *r.uri_mut() = u.clone();
+        }
+        *r.headers_mut() = lean.headers.clone();
+        if let Some(id) = &id {
+            r.headers_mut().insert("x-request-id", id.clone());
+        }
+        r
+    };
+    let fut = run_lean(&lean.pool, request, shape.stream, &mut x);
+    if tokio::time::timeout(call.timeout, fut).await.is_err() {
+        x.error = Some(error_class::TIMEOUT);
+    }
+    x.end = Instant::now();
+    if x.prompt_tokens.is_none() {
+        x.prompt_tokens =
+            Some(u32::try_from(prompt.text.split_whitespace().count()).unwrap_or(u32::MAX));
+    }
+    x
+}
+
+async fn run_lean(
+    pool: &super::h1::Pool,
+    request: impl Fn() -> hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    stream: bool,
+    x: &mut Exchange,
+) {
+    let (lease, resp) = match pool.send(request).await {
+        Ok(r) => r,
+        Err(e) => {
+            x.error = Some(e);
+            return;
+        }
+    };
+    x.first_byte = Some(Instant::now());
+    let status = resp.status().as_u16();
+    x.status = Some(status);
+    let mut body = super::LeasedBody {
+        lease,
+        body: resp.into_body(),
+    };
+    if !(200..300).contains(&status) || !stream {
+        let mut all = Vec::new();
+        while let Some(item) = super::ByteSource::next_chunk(&mut body).await {
+            match item {
+                Ok(b) => all.extend_from_slice(&b),
+                Err(e) => {
+                    x.bytes_received = all.len() as u64;
+                    x.error = Some(e);
+                    return;
+                }
+            }
+        }
+        body.lease.release();
+        x.bytes_received = all.len() as u64;
+        if !(200..300).contains(&status) {
+            x.error = Some(status_class(status));
+        } else {
+            complete_answer(&all, x);
+        }
+        return;
+    }
+    read_stream::<SseParser, StreamState>(&mut body, x).await;
+    if x.error.is_none() || x.error == Some(error_class::TRUNCATED) {
+        body.lease.release();
+    }
+}
+
+/// Reads a whole (not streamed) answer: its usage, or a protocol error.
+fn complete_answer(b: &[u8], x: &mut Exchange) {
+    match serde_json::from_slice::<Value>(b) {
+        Ok(v) if v.get("choices").is_some() => {
+            let u = v.get("usage");
+            let get = |k: &str| {
+                u.and_then(|u| u.get(k))
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+            };
+            x.prompt_tokens = get("prompt_tokens");
+            x.output_tokens = get("completion_tokens");
+            x.first_token = Some(Instant::now());
+        }
+        _ => x.error = Some(error_class::PROTOCOL),
+    }
+}
+
 async fn run(req: reqwest::RequestBuilder, stream: bool, x: &mut Exchange) {
     let Some(resp) = send(req, x).await else {
         return;
@@ -255,26 +404,13 @@ async fn run(req: reqwest::RequestBuilder, stream: bool, x: &mut Exchange) {
         match resp.bytes().await {
             Ok(b) => {
                 x.bytes_received = b.len() as u64;
-                match serde_json::from_slice::<Value>(&b) {
-                    Ok(v) if v.get("choices").is_some() => {
-                        let u = v.get("usage");
-                        let get = |k: &str| {
-                            u.and_then(|u| u.get(k))
-                                .and_then(Value::as_u64)
-                                .and_then(|n| u32::try_from(n).ok())
-                        };
-                        x.prompt_tokens = get("prompt_tokens");
-                        x.output_tokens = get("completion_tokens");
-                        x.first_token = Some(Instant::now());
-                    }
-                    _ => x.error = Some(error_class::PROTOCOL),
-                }
+                complete_answer(&b, x);
             }
             Err(e) => x.error = Some(classify(&e)),
         }
         return;
     }
-    read_stream::<SseParser, StreamState>(resp, x).await;
+    read_stream::<SseParser, StreamState>(&mut super::ReqwestBody::new(resp), x).await;
 }
 
 impl super::Framing for SseParser {
