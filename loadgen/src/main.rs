@@ -602,7 +602,8 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     };
     let checkpoint = (!args.checkpoint_interval.is_zero())
         .then(|| sink::Checkpoint::new(dir.root.join("partial"), args.checkpoint_interval));
-    let sink_task = tokio::spawn(sink::drain(record_rx, requests, plans.clone(), checkpoint));
+    let sink_task = sink::spawn(record_rx, requests, plans.clone(), checkpoint)
+        .map_err(|e| Failure::check(format!("cannot start the request sink: {e}")))?;
     let (scrape_stop_tx, scrape_stop_rx) = watch::channel(false);
     // The service's own metrics endpoint takes the same credentials as its API.
     let mut targets = args.scrape.clone();
@@ -722,9 +723,10 @@ async fn execute<D: Driver>(args: RunArgs, recipe: Recipe, spec: Spec) -> Result
     // The driver stays for teardown; the rest of the context (with the record sender)
     // goes, which lets the sink finish.
     let driver = Arc::into_inner(ctx).map(|c| c.driver);
-    let (writer, stats, sink_failure) = sink_task
+    let (writer, stats, sink_failure) = tokio::task::spawn_blocking(move || sink_task.join())
         .await
-        .map_err(|e| Failure::check(format!("request sink failed: {e}")))?;
+        .map_err(|e| Failure::check(format!("request sink failed: {e}")))?
+        .map_err(|_| Failure::check("request sink failed".to_string()))?;
     let _ = scrape_stop_tx.send(true);
     let (metrics_writer, scrape_failure) = scrape_task
         .await

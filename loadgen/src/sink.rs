@@ -272,38 +272,70 @@ pub fn summary(
     json!({"run_id": run_id, "pattern": pattern, "stages": stages})
 }
 
+/// What [`drain`] hands back: the open writer, the per-stage stats, the first write error.
+pub type Drained = (RequestWriter, BTreeMap<u32, StageStats>, Option<String>);
+
+/// Starts [`drain`] on a thread of its own, below the request tasks' priority.
+///
+/// Encoding and compressing Parquet row groups and checkpoint files takes milliseconds at a
+/// time; on the runtime's threads it would hold up sends and skew the schedule. On its own
+/// thread with a lower priority, the kernel preempts it whenever a request task is ready.
+pub fn spawn(
+    rx: mpsc::UnboundedReceiver<RequestRecord>,
+    writer: RequestWriter,
+    plans: Plans,
+    checkpoint: Option<Checkpoint>,
+) -> std::io::Result<std::thread::JoinHandle<Drained>> {
+    std::thread::Builder::new()
+        .name("aifb-sink".into())
+        .spawn(move || {
+            // SAFETY: setpriority on this thread's own id; a failure only leaves the
+            // priority as it was.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+            }
+            drain(rx, writer, plans, checkpoint)
+        })
+}
+
 /// Consumes records until the channel closes; returns the open writer and the stats.
-pub async fn drain(
+///
+/// It polls the channel every 5 ms rather than waiting on it, so a request task
+/// that sends a record never has to wake this thread (a system call per request).
+pub fn drain(
     mut rx: mpsc::UnboundedReceiver<RequestRecord>,
     mut writer: RequestWriter,
     plans: Plans,
     mut checkpoint: Option<Checkpoint>,
-) -> (RequestWriter, BTreeMap<u32, StageStats>, Option<String>) {
+) -> Drained {
+    use tokio::sync::mpsc::error::TryRecvError;
     let mut stats: BTreeMap<u32, StageStats> = BTreeMap::new();
     let mut failure = None;
     let every = checkpoint
         .as_ref()
         .map_or(std::time::Duration::from_secs(3600), |c| c.every);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_checkpoint = std::time::Instant::now() + every;
     // With checkpoints, rows wait in the checkpoint until its next part is written, then
     // move on to the final file: each row is kept once, not copied.
     loop {
-        let r = tokio::select! {
-            r = rx.recv() => match r {
-                Some(r) => r,
-                None => break,
-            },
-            _ = tick.tick() => {
-                if let Some(c) = checkpoint.as_mut() {
-                    if let Err(e) = c.write() {
-                        // The run goes on: the final file does not depend on checkpoints.
-                        tracing::warn!("checkpoint: {e}");
-                    }
-                    keep(&mut writer, &mut failure, c.pending.drain(..));
+        if std::time::Instant::now() >= next_checkpoint {
+            next_checkpoint = std::time::Instant::now() + every;
+            if let Some(c) = checkpoint.as_mut() {
+                if let Err(e) = c.write() {
+                    // The run goes on: the final file does not depend on checkpoints.
+                    tracing::warn!("checkpoint: {e}");
                 }
+                keep(&mut writer, &mut failure, c.pending.drain(..));
+            }
+        }
+        let r = match rx.try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
                 continue;
             }
+            Err(TryRecvError::Disconnected) => break,
         };
         stats
             .entry(r.stage)

@@ -129,7 +129,6 @@ async fn one<D: Driver>(
     let t = &ctx.telemetry;
     let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
     let op = ctx.driver.op(n);
-    let label = vec![("op", op)];
     let request_id = format!("{}-{n}", ctx.id_prefix);
     t.in_flight.inc();
     let call = Call {
@@ -148,43 +147,31 @@ async fn one<D: Driver>(
         }
     };
     let op = x.op;
-    let label = if op == label[0].1 {
-        label
-    } else {
-        vec![("op", op)]
-    };
+    let series = t.op(op);
     t.in_flight.dec();
     let ok = x.error.is_none();
     let outcome = x.error.unwrap_or("ok");
-    t.requests
-        .get_or_create(&vec![("op", op), ("outcome", outcome)])
-        .inc();
+    series.finished(t, outcome);
     let lag = x.sent.saturating_duration_since(intended);
-    t.schedule_lag
-        .get_or_create(&label)
-        .observe(lag.as_secs_f64());
+    series.schedule_lag(t).observe(lag.as_secs_f64());
     if ok {
-        t.duration
-            .get_or_create(&label)
-            .observe((x.end - x.sent).as_secs_f64());
-        t.response_time
-            .get_or_create(&label)
+        series.duration(t).observe((x.end - x.sent).as_secs_f64());
+        series
+            .response_time(t)
             .observe(x.end.saturating_duration_since(intended).as_secs_f64());
         if let Some(ft) = x.first_token {
-            t.ttft
-                .get_or_create(&label)
-                .observe((ft - x.sent).as_secs_f64());
+            series.ttft(t).observe((ft - x.sent).as_secs_f64());
             if let Some(n) = x.output_tokens.filter(|&n| n > 1) {
-                t.tpot
-                    .get_or_create(&label)
+                series
+                    .tpot(t)
                     .observe((x.end - ft).as_secs_f64() / f64::from(n - 1));
             }
         }
-        let itl = t.itl.get_or_create(&label);
+        let itl = series.itl(t);
         for g in &x.token_gaps {
             itl.observe(g.as_secs_f64());
         }
-        let icl = t.icl.get_or_create(&label);
+        let icl = series.icl(t);
         for g in &x.chunk_gaps {
             icl.observe(g.as_secs_f64());
         }
@@ -195,10 +182,10 @@ async fn one<D: Driver>(
         }
     }
     if let Some(n) = x.output_tokens {
-        t.output_tokens.get_or_create(&label).inc_by(u64::from(n));
+        series.output_tokens(t).inc_by(u64::from(n));
     }
     if let Some(n) = x.prompt_tokens {
-        t.prompt_tokens.get_or_create(&label).inc_by(u64::from(n));
+        series.prompt_tokens(t).inc_by(u64::from(n));
     }
     if w.phase(intended) == "measure" && x.error != Some(error_class::CANCELLED) {
         let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
@@ -374,6 +361,12 @@ fn pace(
     due: &mpsc::UnboundedSender<(usize, Instant)>,
 ) {
     const CHECK: Duration = Duration::from_millis(5);
+    // Linux lets a sleep end up to the thread's timer slack (50 µs by default) late, to
+    // batch wake-ups; the pacer wants its deadlines.
+    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+    }
     for &(n, offset) in timeline {
         let at = start + offset;
         loop {

@@ -1,6 +1,7 @@
 //! The loadgen's own Prometheus series (`aifb_loadgen_*`), served on `/metrics` and
 //! scraped into metrics.parquet under source `loadgen`.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +54,72 @@ pub struct Telemetry {
     /// `aifb_loadgen_server_reported_duration_seconds{op,phase}`: durations the server
     /// reports in its answers (Ollama: `total`, `load`, `prompt_eval`, `eval`).
     pub server_reported: Family<OpLabel, Histogram>,
+    /// Each operation's series, looked up once (see [`Telemetry::op`]).
+    ops: std::sync::Mutex<Vec<std::sync::Arc<OpSeries>>>,
+}
+
+/// The series of one operation, taken from their families the first time each is used
+/// (so the exposition shows exactly the series a run produced). A request then records
+/// into them without hashing label sets or allocating them.
+#[derive(Debug)]
+pub struct OpSeries {
+    op: &'static str,
+    ok: OnceLock<Counter>,
+    duration: OnceLock<Histogram>,
+    response_time: OnceLock<Histogram>,
+    ttft: OnceLock<Histogram>,
+    itl: OnceLock<Histogram>,
+    icl: OnceLock<Histogram>,
+    tpot: OnceLock<Histogram>,
+    schedule_lag: OnceLock<Histogram>,
+    output_tokens: OnceLock<Counter>,
+    prompt_tokens: OnceLock<Counter>,
+}
+
+macro_rules! op_series {
+    ($($name:ident: $kind:ty, $doc:literal;)*) => {
+        impl OpSeries {
+            $(
+                #[doc = $doc]
+                pub fn $name(&self, t: &Telemetry) -> &$kind {
+                    self.$name
+                        .get_or_init(|| t.$name.get_or_create(&vec![("op", self.op)]).clone())
+                }
+            )*
+        }
+    };
+}
+
+op_series! {
+    duration: Histogram, "`aifb_loadgen_request_duration_seconds` of this operation.";
+    response_time: Histogram, "`aifb_loadgen_response_time_seconds` of this operation.";
+    ttft: Histogram, "`aifb_loadgen_ttft_seconds` of this operation.";
+    itl: Histogram, "`aifb_loadgen_inter_token_latency_seconds` of this operation.";
+    icl: Histogram, "`aifb_loadgen_inter_chunk_latency_seconds` of this operation.";
+    tpot: Histogram, "`aifb_loadgen_tpot_seconds` of this operation.";
+    schedule_lag: Histogram, "`aifb_loadgen_schedule_lag_seconds` of this operation.";
+    output_tokens: Counter, "`aifb_loadgen_output_tokens_total` of this operation.";
+    prompt_tokens: Counter, "`aifb_loadgen_prompt_tokens_total` of this operation.";
+}
+
+impl OpSeries {
+    /// `aifb_loadgen_requests_total{op, outcome}`: the `ok` series is kept, the error
+    /// classes are looked up.
+    pub fn finished(&self, t: &Telemetry, outcome: &'static str) {
+        if outcome == "ok" {
+            self.ok
+                .get_or_init(|| {
+                    t.requests
+                        .get_or_create(&vec![("op", self.op), ("outcome", "ok")])
+                        .clone()
+                })
+                .inc();
+        } else {
+            t.requests
+                .get_or_create(&vec![("op", self.op), ("outcome", outcome)])
+                .inc();
+        }
+    }
 }
 
 impl Telemetry {
@@ -85,6 +152,7 @@ impl Telemetry {
             prompt_tokens: Family::default(),
             server_reported: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
+            ops: Default::default(),
         };
         registry.register(
             "aifb_loadgen_client_queue",
@@ -169,6 +237,19 @@ impl Telemetry {
         Telemetry { registry, ..t }
     }
 
+    /// The series of operation `op`.
+    pub fn op(&self, op: &'static str) -> std::sync::Arc<OpSeries> {
+        let Ok(mut ops) = self.ops.lock() else {
+            return std::sync::Arc::new(OpSeries::new(op));
+        };
+        if let Some(s) = ops.iter().find(|s| s.op == op) {
+            return s.clone();
+        }
+        let s = std::sync::Arc::new(OpSeries::new(op));
+        ops.push(s.clone());
+        s
+    }
+
     /// The exposition text (OpenMetrics).
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -176,6 +257,24 @@ impl Telemetry {
             tracing::warn!("cannot encode loadgen metrics: {e}");
         }
         text
+    }
+}
+
+impl OpSeries {
+    fn new(op: &'static str) -> OpSeries {
+        OpSeries {
+            op,
+            ok: OnceLock::new(),
+            duration: OnceLock::new(),
+            response_time: OnceLock::new(),
+            ttft: OnceLock::new(),
+            itl: OnceLock::new(),
+            icl: OnceLock::new(),
+            tpot: OnceLock::new(),
+            schedule_lag: OnceLock::new(),
+            output_tokens: OnceLock::new(),
+            prompt_tokens: OnceLock::new(),
+        }
     }
 }
 
