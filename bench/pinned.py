@@ -1,7 +1,9 @@
 """Helpers shared by the side-by-side benchmarks: free ports, waiting for a server, and
 running a client pinned to its own CPU while counting the CPU time it used."""
 import os
+import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -44,3 +46,17 @@ def run_client(cmd, env=None):
     if done.returncode != 0:
         sys.exit(f"{cmd[0]} failed: {done.stderr.strip()[-800:]}")
     return done.stdout, cpu
+
+
+def cpu_model():
+    """The CPU's model name, for the line that says where a benchmark ran."""
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"model name\s*:\s*(.*)", f.read())
+    return m.group(1) if m else "unknown CPU"
+
+
+def stop(server, tmp):
+    """Stops the benchmark's server and removes its temporary folder."""
+    server.terminate()
+    server.wait()
+    shutil.rmtree(tmp, ignore_errors=True)

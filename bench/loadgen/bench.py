@@ -12,7 +12,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from pinned import CLIENT_CPU, SERVER_CPU, children_cpu, free_port, run_client, wait_port  # noqa: E402
+from pinned import CLIENT_CPU, SERVER_CPU, cpu_model, stop, children_cpu, free_port, run_client, wait_port  # noqa: E402
 
 SECS = float(sys.argv[1])
 LOADGEN = os.path.abspath(sys.argv[2])
@@ -89,10 +89,8 @@ def main():
         mem_wl = f"  pattern: open\n  arrival: poisson\n  levels: [{rate}]\n  warmup: 0s\n  measure: {n // rate}s\n  cooldown: 0s\n  timeout: 5s\n"
         memory, _, rss = loadgen_run(tmp, "memory", mem_wl, target, monitor=True)
     finally:
-        server.terminate()
-        server.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
-    cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)
+        stop(server, tmp)
+    cpu = cpu_model()
     print(f"machine: {os.cpu_count()} CPUs, {cpu}; server (loadgen sim /health) on CPU {SERVER_CPU}, "
           f"clients on CPU {CLIENT_CPU}; {SECS:.0f} s per measurement")
     print()

@@ -10,14 +10,12 @@ usage: guidellm.py SECONDS LOADGEN GUIDELLM
 """
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from pinned import CLIENT_CPU, SERVER_CPU, free_port, run_client, wait_port  # noqa: E402
+from pinned import CLIENT_CPU, SERVER_CPU, cpu_model, stop, free_port, run_client, wait_port  # noqa: E402
 
 SECS = float(sys.argv[1])
 LOADGEN = os.path.abspath(sys.argv[2])
@@ -88,10 +86,8 @@ workload:
         ttft = bench["metrics"]["time_to_first_token_ms"]["successful"]["median"] / 1e3
         rows.append(("GuideLLM 0.8.1 (throughput profile)", ok / bench["duration"], ttft, cpu / max(ok, 1)))
     finally:
-        server.terminate()
-        server.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
-    cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)
+        stop(server, tmp)
+    cpu = cpu_model()
     print(f"machine: {os.cpu_count()} CPUs, {cpu}; simulator on CPU {SERVER_CPU}, clients on CPU "
           f"{CLIENT_CPU}; {USERS} concurrent streams, {SECS:.0f} s each")
     print()

@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from pinned import CLIENT_CPU, SERVER_CPU, free_port, run_client, wait_port  # noqa: E402
+from pinned import CLIENT_CPU, SERVER_CPU, cpu_model, free_port, run_client, wait_port  # noqa: E402
 
 SECS = float(sys.argv[1])
 LOADGEN = os.path.abspath(sys.argv[2])
@@ -100,7 +100,7 @@ def main():
         pg = postgres(tmp, 8)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1)
+    cpu = cpu_model()
     print(f"machine: {os.cpu_count()} CPUs, {cpu}; server on CPU {SERVER_CPU}, clients on CPU {CLIENT_CPU}; "
           f"{SECS:.0f} s per measurement")
     print()

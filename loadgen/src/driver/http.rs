@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use aifb_core::recipe::HttpWorkload;
 use aifb_core::requests::error_class;
-use futures_util::StreamExt;
 use reqwest::Method;
 
 use super::{
-    Call, Driver, DriverError, Exchange, Spec, classify, http_client, http_ping, send, status_class,
+    ByteSource, Call, Driver, DriverError, Exchange, ReqwestBody, Spec, http_client, http_ping,
+    read_body, send, send_lean, status_class,
 };
 
 /// A check of a successful response body: false makes it a protocol error.
@@ -22,6 +22,38 @@ pub enum Expect<'a> {
     Success,
     /// One of these statuses.
     Statuses(&'a [u16]),
+}
+
+impl Expect<'_> {
+    fn accepts(&self, status: u16) -> bool {
+        match self {
+            Expect::Success => (200..300).contains(&status),
+            Expect::Statuses(s) => s.contains(&status),
+        }
+    }
+}
+
+/// Reads the body of an answer with `status` to its end and sets the outcome; false when
+/// the body broke off.
+async fn settle(
+    body: &mut impl ByteSource,
+    x: &mut Exchange,
+    status: u16,
+    expect: Expect<'_>,
+    check: Option<BodyCheck<'_>>,
+) -> bool {
+    let ok = expect.accepts(status);
+    let Some(buf) = read_body(body, x, ok && check.is_some()).await else {
+        return false;
+    };
+    if !ok {
+        x.error = Some(status_class(status));
+    } else if let Some(check) = check
+        && !check(&buf)
+    {
+        x.error = Some(error_class::PROTOCOL);
+    }
+    true
 }
 
 /// Sends `req` and reads the whole body, timing headers and end. `check` may reject a
@@ -40,33 +72,7 @@ pub async fn exchange(
             return;
         };
         let status = resp.status().as_u16();
-        let ok = match expect {
-            Expect::Success => resp.status().is_success(),
-            Expect::Statuses(s) => s.contains(&status),
-        };
-        let mut buf = Vec::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(b) => {
-                    x.bytes_received += b.len() as u64;
-                    if check.is_some() && ok {
-                        buf.extend_from_slice(&b);
-                    }
-                }
-                Err(e) => {
-                    x.error = Some(classify(&e));
-                    return;
-                }
-            }
-        }
-        if !ok {
-            x.error = Some(status_class(status));
-        } else if let Some(check) = check
-            && !check(&buf)
-        {
-            x.error = Some(error_class::PROTOCOL);
-        }
+        settle(&mut ReqwestBody::new(resp), &mut x, status, expect, check).await;
     };
     if tokio::time::timeout(call.timeout, body).await.is_err() {
         x.error = Some(error_class::TIMEOUT);
@@ -88,43 +94,11 @@ pub async fn exchange_h1(
 ) -> Exchange {
     let mut x = Exchange::start(op, bytes_sent);
     let body = async {
-        let (mut lease, resp) = match pool.send(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                x.error = Some(e);
-                return;
-            }
+        let Some((mut body, status)) = send_lean(pool, request, &mut x).await else {
+            return;
         };
-        x.first_byte = Some(Instant::now());
-        let status = resp.status().as_u16();
-        x.status = Some(status);
-        let ok = match expect {
-            Expect::Success => resp.status().is_success(),
-            Expect::Statuses(s) => s.contains(&status),
-        };
-        let mut body = resp.into_body();
-        let mut buf = Vec::new();
-        while let Some(item) = lease.chunk(&mut body).await {
-            match item {
-                Ok(b) => {
-                    x.bytes_received += b.len() as u64;
-                    if check.is_some() && ok {
-                        buf.extend_from_slice(&b);
-                    }
-                }
-                Err(e) => {
-                    x.error = Some(e);
-                    return;
-                }
-            }
-        }
-        lease.release();
-        if !ok {
-            x.error = Some(status_class(status));
-        } else if let Some(check) = check
-            && !check(&buf)
-        {
-            x.error = Some(error_class::PROTOCOL);
+        if settle(&mut body, &mut x, status, expect, check).await {
+            body.lease.release();
         }
     };
     if tokio::time::timeout(call.timeout, body).await.is_err() {

@@ -468,6 +468,58 @@ impl ByteSource for LeasedBody<'_> {
     }
 }
 
+/// Sends a request over the lean HTTP/1.1 client, recording the first byte (response head)
+/// and the status, or the error class when no response came.
+pub async fn send_lean<'a>(
+    pool: &'a h1::Pool,
+    request: impl Fn() -> hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    x: &mut Exchange,
+) -> Option<(LeasedBody<'a>, u16)> {
+    match pool.send(request).await {
+        Ok((lease, resp)) => {
+            x.first_byte = Some(Instant::now());
+            let status = resp.status().as_u16();
+            x.status = Some(status);
+            Some((
+                LeasedBody {
+                    lease,
+                    body: resp.into_body(),
+                },
+                status,
+            ))
+        }
+        Err(e) => {
+            x.error = Some(e);
+            None
+        }
+    }
+}
+
+/// Reads a whole body, counting its bytes, and returns them when `keep` (else an empty
+/// buffer); `None`, with the error class in `x`, when it broke off.
+pub async fn read_body(
+    body: &mut impl ByteSource,
+    x: &mut Exchange,
+    keep: bool,
+) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    while let Some(item) = body.next_chunk().await {
+        match item {
+            Ok(b) => {
+                x.bytes_received += b.len() as u64;
+                if keep {
+                    buf.extend_from_slice(&b);
+                }
+            }
+            Err(e) => {
+                x.error = Some(e);
+                return None;
+            }
+        }
+    }
+    Some(buf)
+}
+
 /// Reads a streamed answer to its end: times the first token and the gap before every
 /// later one, counts bytes, and fills the token counts and the outcome (`protocol` for an
 /// error frame, `truncated` when it never finished). Returns the fold for driver-specific

@@ -274,8 +274,16 @@ pub async fn exchange(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let fut = run(req, shape.stream, &mut x);
-    if tokio::time::timeout(call.timeout, fut).await.is_err() {
+    let timed_out = tokio::time::timeout(call.timeout, run(req, shape.stream, &mut x))
+        .await
+        .is_err();
+    close(x, timed_out, &prompt)
+}
+
+/// Ends an exchange: its end time, a timeout, and the prompt's length in words when the
+/// server did not count its tokens.
+fn close(mut x: Exchange, timed_out: bool, prompt: &Prompt<'_>) -> Exchange {
+    if timed_out {
         x.error = Some(error_class::TIMEOUT);
     }
     x.end = Instant::now();
@@ -311,16 +319,13 @@ async fn exchange_lean(
         }
         r
     };
-    let fut = run_lean(&lean.pool, request, shape.stream, &mut x);
-    if tokio::time::timeout(call.timeout, fut).await.is_err() {
-        x.error = Some(error_class::TIMEOUT);
-    }
-    x.end = Instant::now();
-    if x.prompt_tokens.is_none() {
-        x.prompt_tokens =
-            Some(u32::try_from(prompt.text.split_whitespace().count()).unwrap_or(u32::MAX));
-    }
-    x
+    let timed_out = tokio::time::timeout(
+        call.timeout,
+        run_lean(&lean.pool, request, shape.stream, &mut x),
+    )
+    .await
+    .is_err();
+    close(x, timed_out, &prompt)
 }
 
 async fn run_lean(
@@ -329,34 +334,14 @@ async fn run_lean(
     stream: bool,
     x: &mut Exchange,
 ) {
-    let (lease, resp) = match pool.send(request).await {
-        Ok(r) => r,
-        Err(e) => {
-            x.error = Some(e);
-            return;
-        }
-    };
-    x.first_byte = Some(Instant::now());
-    let status = resp.status().as_u16();
-    x.status = Some(status);
-    let mut body = super::LeasedBody {
-        lease,
-        body: resp.into_body(),
+    let Some((mut body, status)) = super::send_lean(pool, request, x).await else {
+        return;
     };
     if !(200..300).contains(&status) || !stream {
-        let mut all = Vec::new();
-        while let Some(item) = super::ByteSource::next_chunk(&mut body).await {
-            match item {
-                Ok(b) => all.extend_from_slice(&b),
-                Err(e) => {
-                    x.bytes_received = all.len() as u64;
-                    x.error = Some(e);
-                    return;
-                }
-            }
-        }
+        let Some(all) = super::read_body(&mut body, x, true).await else {
+            return;
+        };
         body.lease.release();
-        x.bytes_received = all.len() as u64;
         if !(200..300).contains(&status) {
             x.error = Some(status_class(status));
         } else {
