@@ -229,6 +229,90 @@ fn classify(e: &hyper::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers one request per connection and then closes it, announcing the
+    /// close or not; returns its address and the number of connections it accepted.
+    async fn one_shot_server(announce: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let close = if announce {
+                        "connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{close}\r\nok");
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn get(pool: &Pool) -> Result<Vec<u8>, Failure> {
+        let request = || {
+            let mut r = hyper::Request::new(Full::new(Bytes::new()));
+            r.headers_mut().insert(
+                hyper::header::HOST,
+                hyper::header::HeaderValue::from_str(pool.authority()).unwrap(),
+            );
+            r
+        };
+        let (mut lease, resp) = pool.send(request).await?;
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while let Some(chunk) = lease.chunk(&mut body).await {
+            out.extend_from_slice(&chunk?);
+        }
+        lease.release();
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn connections_closed_by_the_server_are_not_reused() {
+        for announce in [true, false] {
+            let (addr, accepted) = one_shot_server(announce).await;
+            let pool = Pool::for_target(&format!("http://{addr}"), 4).unwrap();
+            for _ in 0..3 {
+                // Unannounced, the close is seen when the body ends, or else by the next
+                // request failing before any answer byte, which is then sent once more on
+                // a new connection: either way every request succeeds.
+                assert_eq!(get(&pool).await.unwrap(), b"ok", "announce {announce}");
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 3, "announce {announce}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pool = Pool::for_target(&format!("http://127.0.0.1:{port}"), 4).unwrap();
+        assert_eq!(get(&pool).await.unwrap_err(), error_class::CONNECT);
+    }
 
     #[test]
     fn only_plain_http_targets_get_a_pool() {
