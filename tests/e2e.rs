@@ -1562,16 +1562,33 @@ fn client_intervals_contain_the_servers_true_intervals() {
     }
 }
 
+/// The short demo as an open loop whose rates `search` chooses, with `extra` top-level
+/// sections, and without the exporter.
+fn search_demo(search: &str, extra: &str) -> String {
+    short_demo("[1]", "2s").replace(
+        "  pattern: closed\n  levels: [1]\n",
+        &format!("  pattern: open\n  search: {search}\n"),
+    ) + extra
+        + "monitoring:\n  exporter:\n    enabled: false\n"
+}
+
+/// The load levels of a report's curve, in its order.
+fn curve_levels(report: &serde_json::Value) -> Vec<f64> {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["level"].as_f64().unwrap())
+        .collect()
+}
+
 /// `workload.search: {mode: sweep}`: a synchronous stage and a throughput probe, then
 /// rates evenly spaced strictly between their measured throughputs. The calibration
 /// stages are marked in run.json and kept out of the analysis's load curve.
 #[test]
 fn a_rate_sweep_calibrates_its_range_and_keeps_calibration_apart() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = short_demo("[1]", "2s").replace(
-        "  pattern: closed\n  levels: [1]\n",
-        "  pattern: open\n  search: {mode: sweep, users: 32, points: 2}\n",
-    ) + "monitoring:\n  exporter:\n    enabled: false\n";
+    let text = search_demo("{mode: sweep, users: 32, points: 2}", "");
     let run = run_ok(tmp.path(), "sweep", &text);
     let summary = summary_json(&run);
     let stages = summary["stages"].as_array().unwrap();
@@ -1611,12 +1628,7 @@ fn a_rate_sweep_calibrates_its_range_and_keeps_calibration_apart() {
         "overlapping requests in the synchronous stage"
     );
     let report = report_json(&run);
-    let curve: Vec<f64> = report["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["level"].as_f64().unwrap())
-        .collect();
+    let curve = curve_levels(&report);
     assert_eq!(curve.len(), 2, "only the rates are points of the curve");
     assert!(curve[0] < curve[1], "{curve:?}");
     let kinds: Vec<&str> = report["calibration"]
@@ -1637,10 +1649,10 @@ fn a_rate_sweep_calibrates_its_range_and_keeps_calibration_apart() {
 #[test]
 fn an_slo_search_brackets_the_highest_rate_that_meets_the_slo() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = short_demo("[1]", "2s").replace(
-        "  pattern: closed\n  levels: [1]\n",
-        "  pattern: open\n  search: {mode: slo, users: 32, max_stages: 6, precision: 0.1}\n",
-    ) + "slo:\n  ttft_p99: 250ms\nmonitoring:\n  exporter:\n    enabled: false\n";
+    let text = search_demo(
+        "{mode: slo, users: 32, max_stages: 6, precision: 0.1}",
+        "slo:\n  ttft_p99: 250ms\n",
+    );
     let run = run_ok(tmp.path(), "slo-search", &text);
     let summary = summary_json(&run);
     let stages = summary["stages"].as_array().unwrap();
@@ -1675,12 +1687,7 @@ fn an_slo_search_brackets_the_highest_rate_that_meets_the_slo() {
     let capacity = report["simulator"]["capacity_rps"].as_f64().unwrap();
     assert!(pass < 1.25 * capacity, "{pass} vs capacity {capacity}");
     // The curve is ordered by rate although the search ran the rates out of order.
-    let levels: Vec<f64> = report["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["level"].as_f64().unwrap())
-        .collect();
+    let levels = curve_levels(&report);
     assert!(levels.windows(2).all(|p| p[0] < p[1]), "{levels:?}");
     assert_eq!(levels.len(), stages.len() - 1);
 }

@@ -479,9 +479,7 @@ impl Report {
         );
         md
     }
-}
 
-impl Report {
     /// The rate search's section: its calibration stages and what it found.
     fn search_markdown(&self) -> String {
         let ms = |v: Option<f64>| v.map_or("n/a".to_string(), |s| format!("{:.1}", s * 1e3));

@@ -461,6 +461,12 @@ pub async fn run<D: Driver>(
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut windows = Vec::new();
     let mut previous_rate = 0.0;
+    // An SLO search reads a missed SLO or an over-saturated rate as a result, not as the
+    // end of the sweep.
+    let slo_search = wl
+        .search
+        .as_ref()
+        .is_some_and(|s| s.mode == aifb_core::recipe::SearchMode::Slo);
     while let Some(step) = planner.next(&outcomes) {
         if *cancel.borrow() {
             break;
@@ -614,11 +620,7 @@ pub async fn run<D: Driver>(
             tracing::warn!(
                 "stage {} is over-saturated (its backlog keeps growing): it ends here{}",
                 index + 1,
-                if wl
-                    .search
-                    .as_ref()
-                    .is_some_and(|s| s.mode == aifb_core::recipe::SearchMode::Slo)
-                {
+                if slo_search {
                     ""
                 } else {
                     ", and the sweep with it"
@@ -654,8 +656,7 @@ pub async fn run<D: Driver>(
             cpu.abort();
             None
         };
-        let searching = wl.search.is_some();
-        let slo_missed = if wl.stop_at_slo_miss || searching {
+        let slo_missed = if wl.stop_at_slo_miss || wl.search.is_some() {
             ctx.slo.missed(&ctx.objectives)
         } else {
             Vec::new()
@@ -676,12 +677,7 @@ pub async fn run<D: Driver>(
         if let Some(r) = rate {
             previous_rate = r;
         }
-        // A search reads a missed SLO or an over-saturated rate as a result, not as the
-        // end; calibration stages never stop the sweep.
-        let slo_search = wl
-            .search
-            .as_ref()
-            .is_some_and(|s| s.mode == aifb_core::recipe::SearchMode::Slo);
+        // Calibration stages never stop the sweep.
         let stop = wl.stop_at_slo_miss && !slo_missed.is_empty() && step.calibration.is_none();
         if stop {
             tracing::warn!(

@@ -48,6 +48,74 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// A plain-HTTP service: its pool, the path its URL starts with, and the headers every
+/// request to it carries (`Host`, the credential, the driver's own).
+#[derive(Debug)]
+pub struct Target {
+    /// The connections.
+    pub pool: Pool,
+    base_path: String,
+    headers: hyper::HeaderMap,
+}
+
+impl Target {
+    /// The target at `url` (`http://host:port[/base]`) with a bearer `token`; `None` for
+    /// any other scheme or a header that cannot be sent.
+    pub fn new(url: &str, max_idle: usize, token: Option<&str>) -> Option<Target> {
+        use hyper::header::{AUTHORIZATION, HOST, HeaderValue};
+        let pool = Pool::for_target(url, max_idle)?;
+        let base_path = url
+            .strip_prefix("http://")
+            .and_then(|r| r.find('/').map(|i| r[i..].to_string()))
+            .unwrap_or_default();
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_str(pool.authority()).ok()?);
+        if let Some(t) = token {
+            headers.insert(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {t}")).ok()?,
+            );
+        }
+        Some(Target {
+            pool,
+            base_path,
+            headers,
+        })
+    }
+
+    /// Adds a header every request carries; `None` when it cannot be sent.
+    pub fn with_header(mut self, name: &str, value: &str) -> Option<Target> {
+        self.headers.append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).ok()?,
+            hyper::header::HeaderValue::from_str(value).ok()?,
+        );
+        Some(self)
+    }
+
+    /// The request target of `path` under the base path.
+    pub fn uri(&self, path: &str) -> Option<hyper::Uri> {
+        format!("{}{path}", self.base_path).parse().ok()
+    }
+
+    /// A request with the target's headers and the request id.
+    pub fn request(
+        &self,
+        method: &hyper::Method,
+        uri: &hyper::Uri,
+        body: &Bytes,
+        request_id: Option<&hyper::header::HeaderValue>,
+    ) -> hyper::Request<Full<Bytes>> {
+        let mut r = hyper::Request::new(Full::new(body.clone()));
+        *r.method_mut() = method.clone();
+        *r.uri_mut() = uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        if let Some(id) = request_id {
+            r.headers_mut().insert("x-request-id", id.clone());
+        }
+        r
+    }
+}
+
 /// Why an exchange failed, as an `error_class`.
 pub type Failure = &'static str;
 

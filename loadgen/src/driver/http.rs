@@ -111,40 +111,24 @@ pub async fn exchange_h1(
 /// The parts of the generic driver's request that do not change between requests, for
 /// the lean client.
 struct Prepared {
-    pool: super::h1::Pool,
+    target: super::h1::Target,
     uri: hyper::Uri,
-    headers: hyper::HeaderMap,
     body: bytes::Bytes,
 }
 
 impl Prepared {
-    fn new(spec: &Spec, w: &HttpWorkload, token: Option<&str>) -> Option<Prepared> {
-        use hyper::header::{AUTHORIZATION, HOST, HeaderName, HeaderValue};
-        let pool = super::h1::Pool::for_target(&spec.target, spec.connections.max(64) as usize)?;
-        let base_path = spec
-            .target
-            .strip_prefix("http://")
-            .and_then(|r| r.find('/').map(|i| &r[i..]))
-            .unwrap_or("");
-        let uri: hyper::Uri = format!("{base_path}{}", w.path).parse().ok()?;
-        let mut headers = hyper::HeaderMap::new();
-        headers.insert(HOST, HeaderValue::from_str(pool.authority()).ok()?);
+    fn new(spec: &Spec, w: &HttpWorkload) -> Option<Prepared> {
+        let mut target = super::h1::Target::new(
+            &spec.target,
+            spec.connections.max(64) as usize,
+            spec.secret.as_deref(),
+        )?;
         for (k, v) in &w.headers {
-            headers.append(
-                HeaderName::from_bytes(k.as_bytes()).ok()?,
-                HeaderValue::from_str(v).ok()?,
-            );
-        }
-        if let Some(t) = token {
-            headers.insert(
-                AUTHORIZATION,
-                HeaderValue::from_str(&format!("Bearer {t}")).ok()?,
-            );
+            target = target.with_header(k, v)?;
         }
         Some(Prepared {
-            pool,
-            uri,
-            headers,
+            uri: target.uri(&w.path)?,
+            target,
             body: bytes::Bytes::from(w.body.clone().unwrap_or_default()),
         })
     }
@@ -217,7 +201,7 @@ impl Driver for Http {
                     w.method
                 ))
             })?;
-        let lean = Prepared::new(spec, &w, spec.secret.as_deref());
+        let lean = Prepared::new(spec, &w);
         Ok(Http {
             lean,
             client: http_client(spec.connections)?,
@@ -250,18 +234,9 @@ impl Driver for Http {
         };
         if let Some(p) = &self.lean {
             let id = hyper::header::HeaderValue::from_str(call.request_id).ok();
-            let request = || {
-                let mut r = hyper::Request::new(http_body_util::Full::new(p.body.clone()));
-                *r.method_mut() = self.method.clone();
-                *r.uri_mut() = p.uri.clone();
-                *r.headers_mut() = p.headers.clone();
-                if let Some(id) = &id {
-                    r.headers_mut().insert("x-request-id", id.clone());
-                }
-                r
-            };
+            let request = || p.target.request(&self.method, &p.uri, &p.body, id.as_ref());
             return exchange_h1(
-                &p.pool,
+                &p.target.pool,
                 request,
                 "http",
                 p.body.len() as u64,

@@ -30,36 +30,24 @@ pub struct OpenAi {
     lean: Option<std::sync::Arc<Lean>>,
 }
 
-/// What the lean client needs beyond the pool: the base path and the fixed headers.
+/// The lean client's target and the request target of the recipe's operation.
 #[derive(Debug)]
 struct Lean {
-    pool: super::h1::Pool,
-    base_path: String,
-    headers: hyper::HeaderMap,
+    target: super::h1::Target,
+    uri: hyper::Uri,
 }
 
 impl Lean {
-    fn new(spec: &Spec) -> Option<Lean> {
-        use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
-        let pool = super::h1::Pool::for_target(&spec.target, spec.connections.max(64) as usize)?;
-        let base_path = spec
-            .target
-            .strip_prefix("http://")
-            .and_then(|r| r.find('/').map(|i| r[i..].to_string()))
-            .unwrap_or_default();
-        let mut headers = hyper::HeaderMap::new();
-        headers.insert(HOST, HeaderValue::from_str(pool.authority()).ok()?);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(t) = &spec.secret {
-            headers.insert(
-                AUTHORIZATION,
-                HeaderValue::from_str(&format!("Bearer {t}")).ok()?,
-            );
-        }
+    fn new(spec: &Spec, op: Operation) -> Option<Lean> {
+        let target = super::h1::Target::new(
+            &spec.target,
+            spec.connections.max(64) as usize,
+            spec.secret.as_deref(),
+        )?
+        .with_header("content-type", "application/json")?;
         Some(Lean {
-            pool,
-            base_path,
-            headers,
+            uri: target.uri(path(op))?,
+            target,
         })
     }
 }
@@ -72,7 +60,7 @@ impl Driver for OpenAi {
             shape.continuous_usage_stats = Some(r.service.kind == ServiceKind::Vllm);
         }
         Ok(OpenAi {
-            lean: Lean::new(spec).map(std::sync::Arc::new),
+            lean: Lean::new(spec, shape.op).map(std::sync::Arc::new),
             client: http_client(spec.connections)?,
             base: spec.target.clone(),
             prompts: Prompts::for_workload(&r.workload).map_err(DriverError::permanent)?,
@@ -166,11 +154,15 @@ pub fn request_body(
     if shape.stream && shape.continuous_usage_stats == Some(true) {
         body["stream_options"]["continuous_usage_stats"] = json!(true);
     }
-    let path = match shape.op {
+    (path(shape.op), body)
+}
+
+/// The API path of an operation.
+pub fn path(op: Operation) -> &'static str {
+    match op {
         Operation::Chat => "/v1/chat/completions",
         Operation::Completion => "/v1/completions",
-    };
-    (path, body)
+    }
 }
 
 /// What a stream's chunks said, folded.
@@ -302,26 +294,17 @@ async fn exchange_lean(
     prompt: Prompt<'_>,
     call: Call<'_>,
 ) -> Exchange {
-    let (path, body) = request_body(shape, model, &prompt.text, prompt.max_tokens);
+    let (_, body) = request_body(shape, model, &prompt.text, prompt.max_tokens);
     let payload = bytes::Bytes::from(body.to_string());
     let mut x = Exchange::start(shape.op.name(), payload.len() as u64);
-    let uri: Option<hyper::Uri> = format!("{}{path}", lean.base_path).parse().ok();
     let id = hyper::header::HeaderValue::from_str(call.request_id).ok();
     let request = || {
-        let mut r = hyper::Request::new(http_body_util::Full::new(payload.clone()));
-        *r.method_mut() = hyper::Method::POST;
-        if let Some(u) = &uri {
-            *r.uri_mut() = u.clone();
-        }
-        *r.headers_mut() = lean.headers.clone();
-        if let Some(id) = &id {
-            r.headers_mut().insert("x-request-id", id.clone());
-        }
-        r
+        lean.target
+            .request(&hyper::Method::POST, &lean.uri, &payload, id.as_ref())
     };
     let timed_out = tokio::time::timeout(
         call.timeout,
-        run_lean(&lean.pool, request, shape.stream, &mut x),
+        run_lean(&lean.target.pool, request, shape.stream, &mut x),
     )
     .await
     .is_err();
