@@ -81,11 +81,10 @@ pub async fn exchange(
     x
 }
 
-/// [`exchange`] over the lean HTTP/1.1 pool: `request` builds the request (it may be
-/// built twice when a stale keep-alive connection makes the first attempt fail).
+/// [`exchange`] over the lean HTTP/1.1 pool.
 pub async fn exchange_h1(
     pool: &super::h1::Pool,
-    request: impl Fn() -> hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    request: super::h1::Request<'_>,
     op: &'static str,
     bytes_sent: u64,
     expect: Expect<'_>,
@@ -94,11 +93,11 @@ pub async fn exchange_h1(
 ) -> Exchange {
     let mut x = Exchange::start(op, bytes_sent);
     let body = async {
-        let Some((mut body, status)) = send_lean(pool, request, &mut x).await else {
+        let Some((mut body, status)) = send_lean(pool, &request, &mut x).await else {
             return;
         };
         if settle(&mut body, &mut x, status, expect, check).await {
-            body.lease.release();
+            body.release();
         }
     };
     if tokio::time::timeout(call.timeout, body).await.is_err() {
@@ -112,12 +111,12 @@ pub async fn exchange_h1(
 /// the lean client.
 struct Prepared {
     target: super::h1::Target,
-    uri: hyper::Uri,
-    body: bytes::Bytes,
+    head: super::h1::Head,
+    body: Vec<u8>,
 }
 
 impl Prepared {
-    fn new(spec: &Spec, w: &HttpWorkload) -> Option<Prepared> {
+    fn new(spec: &Spec, w: &HttpWorkload, method: &Method) -> Option<Prepared> {
         let mut target = super::h1::Target::new(
             &spec.target,
             spec.connections.max(64) as usize,
@@ -127,9 +126,9 @@ impl Prepared {
             target = target.with_header(k, v)?;
         }
         Some(Prepared {
-            uri: target.uri(&w.path)?,
+            head: target.head(method, &w.path)?,
             target,
-            body: bytes::Bytes::from(w.body.clone().unwrap_or_default()),
+            body: w.body.clone().unwrap_or_default().into_bytes(),
         })
     }
 }
@@ -201,7 +200,7 @@ impl Driver for Http {
                     w.method
                 ))
             })?;
-        let lean = Prepared::new(spec, &w);
+        let lean = Prepared::new(spec, &w, &method);
         Ok(Http {
             lean,
             client: http_client(spec.connections)?,
@@ -233,8 +232,11 @@ impl Driver for Http {
             Expect::Statuses(&self.w.expect_status)
         };
         if let Some(p) = &self.lean {
-            let id = hyper::header::HeaderValue::from_str(call.request_id).ok();
-            let request = || p.target.request(&self.method, &p.uri, &p.body, id.as_ref());
+            let request = super::h1::Request {
+                head: &p.head,
+                request_id: Some(call.request_id),
+                body: &p.body,
+            };
             return exchange_h1(
                 &p.target.pool,
                 request,

@@ -454,17 +454,10 @@ impl ByteSource for ReqwestBody {
     }
 }
 
-/// A body read over the lean HTTP/1.1 client, with the connection that carries it.
-pub struct LeasedBody<'a> {
-    /// The connection, back to the pool once the body was read to its end.
-    pub lease: h1::Lease<'a>,
-    /// The body.
-    pub body: hyper::body::Incoming,
-}
-
-impl ByteSource for LeasedBody<'_> {
+/// A body read over the lean HTTP/1.1 client, from the connection that carries it.
+impl ByteSource for h1::Lease<'_> {
     async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, &'static str>> {
-        self.lease.chunk(&mut self.body).await
+        self.chunk().await
     }
 }
 
@@ -472,21 +465,14 @@ impl ByteSource for LeasedBody<'_> {
 /// and the status, or the error class when no response came.
 pub async fn send_lean<'a>(
     pool: &'a h1::Pool,
-    request: impl Fn() -> hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    request: &h1::Request<'_>,
     x: &mut Exchange,
-) -> Option<(LeasedBody<'a>, u16)> {
+) -> Option<(h1::Lease<'a>, u16)> {
     match pool.send(request).await {
-        Ok((lease, resp)) => {
+        Ok((lease, status)) => {
             x.first_byte = Some(Instant::now());
-            let status = resp.status().as_u16();
             x.status = Some(status);
-            Some((
-                LeasedBody {
-                    lease,
-                    body: resp.into_body(),
-                },
-                status,
-            ))
+            Some((lease, status))
         }
         Err(e) => {
             x.error = Some(e);

@@ -34,7 +34,7 @@ pub struct OpenAi {
 #[derive(Debug)]
 struct Lean {
     target: super::h1::Target,
-    uri: hyper::Uri,
+    head: super::h1::Head,
 }
 
 impl Lean {
@@ -46,7 +46,7 @@ impl Lean {
         )?
         .with_header("content-type", "application/json")?;
         Some(Lean {
-            uri: target.uri(path(op))?,
+            head: target.head(&reqwest::Method::POST, path(op))?,
             target,
         })
     }
@@ -295,12 +295,12 @@ async fn exchange_lean(
     call: Call<'_>,
 ) -> Exchange {
     let (_, body) = request_body(shape, model, &prompt.text, prompt.max_tokens);
-    let payload = bytes::Bytes::from(body.to_string());
+    let payload = body.to_string();
     let mut x = Exchange::start(shape.op.name(), payload.len() as u64);
-    let id = hyper::header::HeaderValue::from_str(call.request_id).ok();
-    let request = || {
-        lean.target
-            .request(&hyper::Method::POST, &lean.uri, &payload, id.as_ref())
+    let request = super::h1::Request {
+        head: &lean.head,
+        request_id: Some(call.request_id),
+        body: payload.as_bytes(),
     };
     let timed_out = tokio::time::timeout(
         call.timeout,
@@ -313,18 +313,18 @@ async fn exchange_lean(
 
 async fn run_lean(
     pool: &super::h1::Pool,
-    request: impl Fn() -> hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    request: super::h1::Request<'_>,
     stream: bool,
     x: &mut Exchange,
 ) {
-    let Some((mut body, status)) = super::send_lean(pool, request, x).await else {
+    let Some((mut body, status)) = super::send_lean(pool, &request, x).await else {
         return;
     };
     if !(200..300).contains(&status) || !stream {
         let Some(all) = super::read_body(&mut body, x, true).await else {
             return;
         };
-        body.lease.release();
+        body.release();
         if !(200..300).contains(&status) {
             x.error = Some(status_class(status));
         } else {
@@ -334,7 +334,7 @@ async fn run_lean(
     }
     read_stream::<SseParser, StreamState>(&mut body, x).await;
     if x.error.is_none() || x.error == Some(error_class::TRUNCATED) {
-        body.lease.release();
+        body.release();
     }
 }
 
