@@ -69,7 +69,7 @@ pub type ChunkWriter = RowWriter<ChunkRecord>;
 impl RowWriter<ChunkRecord> {
     /// Creates the file.
     pub fn create(path: &Path) -> Result<Self, String> {
-        RowWriter::open(path, schema(), SCHEMA_NAME, 65_536, to_batch)
+        RowWriter::open(path, schema(), SCHEMA_NAME, 65_536, &["t"], to_batch)
     }
 }
 

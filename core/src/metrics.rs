@@ -116,7 +116,7 @@ pub type MetricsWriter = RowWriter<MetricSample>;
 impl RowWriter<MetricSample> {
     /// Creates the file.
     pub fn create(path: &Path) -> Result<Self, String> {
-        RowWriter::open(path, schema(), SCHEMA_NAME, 65_536, to_batch)
+        RowWriter::open(path, schema(), SCHEMA_NAME, 65_536, &[], to_batch)
     }
 }
 

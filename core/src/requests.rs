@@ -267,7 +267,21 @@ pub type RequestWriter = RowWriter<RequestRecord>;
 impl RowWriter<RequestRecord> {
     /// Creates the file.
     pub fn create(path: &Path) -> Result<Self, String> {
-        RowWriter::open(path, schema(), SCHEMA_NAME, 16_384, to_batch)
+        RowWriter::open(
+            path,
+            schema(),
+            SCHEMA_NAME,
+            16_384,
+            &[
+                "t_intended",
+                "t_sent",
+                "t_first_byte",
+                "t_first_token",
+                "t_end",
+                "request_id",
+            ],
+            to_batch,
+        )
     }
 }
 

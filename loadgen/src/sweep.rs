@@ -125,7 +125,7 @@ async fn one<D: Driver>(
     worker: u32,
     intended: Instant,
     mut stop: watch::Receiver<bool>,
-) -> Next {
+) -> (Next, Instant) {
     let t = &ctx.telemetry;
     let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
     let op = ctx.driver.op(n);
@@ -232,11 +232,12 @@ async fn one<D: Driver>(
         request_id,
     };
     let _ = ctx.records.send(record);
-    match x.error {
+    let next = match x.error {
         Some(error_class::CANCELLED) => Next::Stop,
         Some(error_class::CONNECT | error_class::RESET) => Next::Backoff,
         _ => Next::Go,
-    }
+    };
+    (next, x.end)
 }
 
 async fn closed_user<D: Driver>(
@@ -257,11 +258,13 @@ async fn closed_user<D: Driver>(
         }
     }
     let quota = ctx.workload.requests_per_user;
+    // Without think time the user is ready again when the answer has ended: that instant
+    // is already known, so the loop reads no clock of its own.
     loop {
-        if *stop.borrow() || Instant::now() >= w.end || quota.is_some_and(|q| sent >= q) {
+        if *stop.borrow() || ready >= w.end || quota.is_some_and(|q| sent >= q) {
             return;
         }
-        let next = one(ctx.clone(), stage, w, worker, ready, stop.clone()).await;
+        let (next, end) = one(ctx.clone(), stage, w, worker, ready, stop.clone()).await;
         if next == Next::Stop {
             return;
         }
@@ -272,11 +275,11 @@ async fn closed_user<D: Driver>(
             (u64::from(worker) << 32) | sent,
         );
         sent += 1;
-        ready = Instant::now() + pause;
+        ready = end + pause;
         if next == Next::Backoff {
             ready += CONNECTION_ERROR_BACKOFF;
         }
-        if ready > Instant::now() {
+        if ready > end && ready > Instant::now() {
             tokio::select! {
                 _ = tokio::time::sleep_until(ready.into()) => {}
                 _ = stopped(&mut stop) => return,
@@ -345,7 +348,7 @@ async fn open_dispatcher<D: Driver>(
                 }
                 None => None,
             };
-            one(ctx, stage, w, worker, at, stop).await != Next::Stop
+            one(ctx, stage, w, worker, at, stop).await.0 != Next::Stop
         });
         // Reap finished tasks so the set stays small.
         while tasks.try_join_next().is_some() {}
