@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from pinned import CLIENT_CPU, SERVER_CPU, cpu_model, stop, children_cpu, free_p
 SECS = float(sys.argv[1])
 LOADGEN = os.path.abspath(sys.argv[2])
 USERS = 50
+ROUNDS = 3
 
 
 def recipe(tmp, name, workload):
@@ -69,19 +71,27 @@ def main():
     try:
         wait_port(port)
         closed = f"  pattern: closed\n  levels: [{USERS}]\n  warmup: 1s\n  measure: {SECS}s\n  cooldown: 0s\n  timeout: 5s\n"
-        stage, cpu, _ = loadgen_run(tmp, "closed", closed, target)
-        rows.append(("loadgen (every request to Parquet)", stage["throughput_rps"], cpu / stage["requests"]))
-        out, cpu = run_client(["wrk", "-t1", f"-c{USERS}", f"-d{int(SECS)}s", f"{target}/health"])
-        rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-        total = int(re.search(r"(\d+) requests in", out).group(1))
-        rows.append(("wrk 4.1 (-t1)", rps, cpu / total))
-        if shutil.which("oha"):
-            out, cpu = run_client(["oha", "-c", str(USERS), "-z", f"{int(SECS)}s", "--no-tui", "--output-format", "json",
-                               f"{target}/health"])
-            j = json.loads(out)
-            rps = j["summary"]["requestsPerSec"]
-            total = sum(j.get("statusCodeDistribution", {}).values())
-            rows.append(("oha", rps, cpu / max(total, 1)))
+        # The clients take turns, ROUNDS times: this VM's speed drifts by 10-20 % over a
+        # minute, so each client's median over interleaved rounds is what gets compared.
+        runs = {"loadgen (every request to Parquet)": [], "wrk 4.1 (-t1)": [], "oha": []}
+        for _ in range(ROUNDS):
+            stage, cpu, _ = loadgen_run(tmp, "closed", closed, target)
+            runs["loadgen (every request to Parquet)"].append((stage["throughput_rps"], cpu / stage["requests"]))
+            out, cpu = run_client(["wrk", "-t1", f"-c{USERS}", f"-d{int(SECS)}s", f"{target}/health"])
+            rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+            total = int(re.search(r"(\d+) requests in", out).group(1))
+            runs["wrk 4.1 (-t1)"].append((rps, cpu / total))
+            if shutil.which("oha"):
+                out, cpu = run_client(["oha", "-c", str(USERS), "-z", f"{int(SECS)}s", "--no-tui", "--output-format",
+                                       "json", f"{target}/health"])
+                j = json.loads(out)
+                rps = j["summary"]["requestsPerSec"]
+                total = sum(j.get("statusCodeDistribution", {}).values())
+                runs["oha"].append((rps, cpu / max(total, 1)))
+        for name, r in runs.items():
+            if r:
+                rows.append((name, statistics.median(x[0] for x in r), statistics.median(x[1] for x in r),
+                             min(x[0] for x in r), max(x[0] for x in r)))
         open_wl = f"  pattern: open\n  arrival: poisson\n  levels: [5000]\n  warmup: 1s\n  measure: {SECS}s\n  cooldown: 0s\n  timeout: 5s\n"
         precision, _, _ = loadgen_run(tmp, "open", open_wl, target)
         n = 1_000_000
@@ -94,11 +104,12 @@ def main():
     print(f"machine: {os.cpu_count()} CPUs, {cpu}; server (loadgen sim /health) on CPU {SERVER_CPU}, "
           f"clients on CPU {CLIENT_CPU}; {SECS:.0f} s per measurement")
     print()
-    print(f"| client, {USERS} connections | req/s | CPU µs/req | req/s vs loadgen | CPU/req vs loadgen |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| client, {USERS} connections (median of {ROUNDS}) | req/s | range | CPU µs/req | loadgen's req/s vs this "
+          "| this CPU/req vs loadgen's |")
+    print("|---|---:|---:|---:|---:|---:|")
     base = rows[0]
-    for name, rps, c in rows:
-        print(f"| {name} | {rps:,.0f} | {c * 1e6:.1f} | {rps / base[1]:.2f} | {c / base[2]:.2f} |")
+    for name, rps, c, lo, hi in rows:
+        print(f"| {name} | {rps:,.0f} | {lo:,.0f}–{hi:,.0f} | {c * 1e6:.1f} | {base[1] / rps:.2f} | {c / base[2]:.2f} |")
     print()
     print("| open loop, Poisson | offered req/s | scheduled | achieved/offered | schedule lag p50 µs | p99 µs | valid |")
     print("|---|---:|---:|---:|---:|---:|---|")

@@ -12,7 +12,7 @@
 //! `content-length`, chunked transfer coding (chunk sizes parsed by `httparse` as well) or
 //! the connection's end, each piece handed to the caller as it arrives. A closed loop of N
 //! users thus holds N connections, each used by one request at a time, with no connection
-//! task and no hand-over between tasks. `https://` targets keep using reqwest.
+//! task and no hand-over between tasks. Other targets go through reqwest.
 
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
