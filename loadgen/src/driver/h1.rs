@@ -218,21 +218,14 @@ impl Pool {
             Some(c) => c,
             None => self.connect().await?,
         };
-        let failure = match conn.exchange(req).await {
+        match conn.exchange(req).await {
             Ok(head) => return Ok(Lease::new(self, conn, head, req.head.bodiless)),
-            Err(f) => f,
-        };
-        match failure {
-            Attempt::Stale if conn.reused => {}
-            Attempt::Stale => return Err(error_class::RESET),
-            Attempt::Failed(e) => return Err(e),
+            Err(Attempt::Stale) if conn.reused => {}
+            Err(a) => return Err(a.failure()),
         }
         let mut conn = self.connect().await?;
-        match conn.exchange(req).await {
-            Ok(head) => Ok(Lease::new(self, conn, head, req.head.bodiless)),
-            Err(Attempt::Stale) => Err(error_class::RESET),
-            Err(Attempt::Failed(e)) => Err(e),
-        }
+        let head = conn.exchange(req).await.map_err(Attempt::failure)?;
+        Ok(Lease::new(self, conn, head, req.head.bodiless))
     }
 }
 
@@ -242,6 +235,21 @@ enum Attempt {
     Stale,
     /// Anything else.
     Failed(Failure),
+}
+
+impl Attempt {
+    /// The error class of an attempt that is not retried.
+    fn failure(self) -> Failure {
+        match self {
+            Attempt::Stale => error_class::RESET,
+            Attempt::Failed(e) => e,
+        }
+    }
+}
+
+/// A header value as text (empty when it is not UTF-8).
+fn text(v: &[u8]) -> &str {
+    std::str::from_utf8(v).unwrap_or("")
 }
 
 /// What a response head says about the body and the connection.
@@ -327,8 +335,8 @@ fn parse_head(buf: &[u8]) -> Parsed {
     let mut close = false;
     let mut keep = false;
     for h in r.headers.iter() {
-        let value = std::str::from_utf8(h.value).unwrap_or("");
         if h.name.eq_ignore_ascii_case("content-length") {
+            let value = text(h.value);
             let Ok(v) = value.trim().parse::<u64>() else {
                 return Parsed::Bad;
             };
@@ -338,12 +346,12 @@ fn parse_head(buf: &[u8]) -> Parsed {
             length = Some(v);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             transfer_coded = true;
-            chunked = value
+            chunked = text(h.value)
                 .rsplit(',')
                 .next()
                 .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
         } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in value.split(',').map(str::trim) {
+            for token in text(h.value).split(',').map(str::trim) {
                 close |= token.eq_ignore_ascii_case("close");
                 keep |= token.eq_ignore_ascii_case("keep-alive");
             }
@@ -523,7 +531,6 @@ impl<'a> Lease<'a> {
         }
         loop {
             match self.body.piece(&mut self.conn.buf) {
-                Piece::Data(b) if b.is_empty() => continue,
                 Piece::Data(b) => return Some(Ok(b)),
                 Piece::End => {
                     self.ended = true;

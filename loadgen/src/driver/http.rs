@@ -2,8 +2,6 @@
 //! status list, and the shared exchange used by the JSON-over-HTTP drivers (ChromaDB,
 //! Qdrant).
 
-use std::time::Instant;
-
 use aifb_core::recipe::HttpWorkload;
 use aifb_core::requests::error_class;
 use reqwest::Method;
@@ -74,11 +72,8 @@ pub async fn exchange(
         let status = resp.status().as_u16();
         settle(&mut ReqwestBody::new(resp), &mut x, status, expect, check).await;
     };
-    if tokio::time::timeout(call.timeout, body).await.is_err() {
-        x.error = Some(error_class::TIMEOUT);
-    }
-    x.end = Instant::now();
-    x
+    let timed_out = tokio::time::timeout(call.timeout, body).await.is_err();
+    x.ended(timed_out)
 }
 
 /// [`exchange`] over the lean HTTP/1.1 pool.
@@ -100,11 +95,8 @@ pub async fn exchange_h1(
             body.release();
         }
     };
-    if tokio::time::timeout(call.timeout, body).await.is_err() {
-        x.error = Some(error_class::TIMEOUT);
-    }
-    x.end = Instant::now();
-    x
+    let timed_out = tokio::time::timeout(call.timeout, body).await.is_err();
+    x.ended(timed_out)
 }
 
 /// The parts of the generic driver's request that do not change between requests, for

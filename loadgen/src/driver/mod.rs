@@ -154,6 +154,15 @@ impl Exchange {
         }
     }
 
+    /// Marks the end now, as a timeout when the exchange ran out of time.
+    pub fn ended(mut self, timed_out: bool) -> Exchange {
+        if timed_out {
+            self.error = Some(error_class::TIMEOUT);
+        }
+        self.end = Instant::now();
+        self
+    }
+
     /// Marks the end now; `error` `None` is a success.
     pub fn finish(mut self, error: Option<&'static str>) -> Exchange {
         self.end = Instant::now();

@@ -4,10 +4,7 @@
 //! line is a protocol error; HTTP 503 ("server busy", Ollama's queue is full) is
 //! back-pressure. Ollama's OpenAI-compatible `/v1` endpoints are driven by `kind: openai`.
 
-use std::time::Instant;
-
 use aifb_core::recipe::{Operation, RequestShape};
-use aifb_core::requests::error_class;
 use serde_json::{Value, json};
 
 use super::{
@@ -228,11 +225,8 @@ impl Driver for Ollama {
                 .map(|&(phase, ns)| (phase, std::time::Duration::from_nanos(ns)))
                 .collect();
         };
-        if tokio::time::timeout(call.timeout, run).await.is_err() {
-            x.error = Some(error_class::TIMEOUT);
-        }
-        x.end = Instant::now();
-        x
+        let timed_out = tokio::time::timeout(call.timeout, run).await.is_err();
+        x.ended(timed_out)
     }
 
     async fn identity(&self) -> super::Identity {

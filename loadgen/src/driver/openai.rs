@@ -274,11 +274,8 @@ pub async fn exchange(
 
 /// Ends an exchange: its end time, a timeout, and the prompt's length in words when the
 /// server did not count its tokens.
-fn close(mut x: Exchange, timed_out: bool, prompt: &Prompt<'_>) -> Exchange {
-    if timed_out {
-        x.error = Some(error_class::TIMEOUT);
-    }
-    x.end = Instant::now();
+fn close(x: Exchange, timed_out: bool, prompt: &Prompt<'_>) -> Exchange {
+    let mut x = x.ended(timed_out);
     if x.prompt_tokens.is_none() {
         x.prompt_tokens =
             Some(u32::try_from(prompt.text.split_whitespace().count()).unwrap_or(u32::MAX));
